@@ -1,0 +1,5 @@
+"""Agents and pipeline steps built on the smt_rl core and the envs tasks."""
+
+from agents.pipeline import collect
+
+__all__ = ["collect"]

@@ -1,0 +1,19 @@
+"""Exceptions raised on bad input. Every message names the offending field and how to fix it."""
+
+from __future__ import annotations
+
+
+class SmtRlError(Exception):
+    """Base class of smt_rl's own errors."""
+
+
+class DatasetError(SmtRlError, ValueError):
+    """A trajectory dataset folder is missing, truncated, corrupt or does not match the request."""
+
+
+class SpaceError(SmtRlError, ValueError):
+    """A gymnasium space is not supported (or two spaces that must match do not)."""
+
+
+class ConfigError(SmtRlError, ValueError):
+    """A configuration key or value is wrong."""
