@@ -16,7 +16,9 @@ def _json_object(text: str) -> dict:
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from exc
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"length\": 50}}', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"length\": 50}}', got {text!r}"
+        )
     return value
 
 
@@ -33,17 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    collect = sub.add_parser("collect", help="log episodes of a behaviour policy to a dataset folder")
+    collect = sub.add_parser(
+        "collect", help="log episodes of a behaviour policy to a dataset folder"
+    )
     collect.add_argument("env_id", help="gymnasium id, e.g. smt_rl/PassiveTMaze-v0")
     collect.add_argument("--episodes", type=_positive_int, required=True, help="episodes to write")
     collect.add_argument("--out", required=True, help="dataset folder (created or appended to)")
     collect.add_argument("--policy", default="random", help="behaviour policy (default: random)")
-    collect.add_argument("--num-envs", type=_positive_int, default=1, help="environments stepped together")
+    collect.add_argument(
+        "--num-envs", type=_positive_int, default=1, help="environments stepped together"
+    )
     collect.add_argument("--seed", type=int, default=0, help="env i is reset with seed+i")
-    collect.add_argument("--env-kwargs", type=_json_object, default={}, help='JSON, e.g. \'{"length": 50}\'')
+    collect.add_argument(
+        "--env-kwargs", type=_json_object, default={}, help="JSON, e.g. '{\"length\": 50}'"
+    )
     collect.add_argument("--entry-point", default=None, help="package.module:Class of your own env")
-    collect.add_argument("--vectorization", choices=("sync", "async"), default="sync",
-                         help="sync: one process; async: one worker process per env")
+    collect.add_argument(
+        "--vectorization",
+        choices=("sync", "async"),
+        default="sync",
+        help="sync: one process; async: one worker process per env",
+    )
     collect.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 

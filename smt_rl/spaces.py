@@ -94,8 +94,10 @@ def torch_dtype(space: spaces.Space) -> torch.dtype:
     raise SpaceError(f"no tensor dtype for {space}")
 
 
-def leaf_spaces(space: spaces.Space, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], spaces.Space]:
-    """Flatten a (possibly nested) Dict space into ``{key path: leaf space}``; a leaf maps to ``()``."""
+def leaf_spaces(
+    space: spaces.Space, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], spaces.Space]:
+    """Flatten a (nested) Dict space into ``{key path: leaf space}``; a leaf maps to ``()``."""
     if isinstance(space, spaces.Dict):
         out: dict[tuple[str, ...], spaces.Space] = {}
         for key, sub in space.spaces.items():

@@ -57,8 +57,14 @@ def _collect(path, episodes=20, seed=0, num_envs=3, dict_obs=False, max_len=12, 
     env_fn = functools.partial(CountingEnv, max_len=max_len, dict_obs=dict_obs)
     desc = env_description("test/Counting", {"max_len": max_len, "dict_obs": dict_obs}, None)
     return collect_episodes(
-        env_fn, env=desc, episodes=episodes, out=path, num_envs=num_envs, seed=seed,
-        progress=False, **kw,
+        env_fn,
+        env=desc,
+        episodes=episodes,
+        out=path,
+        num_envs=num_envs,
+        seed=seed,
+        progress=False,
+        **kw,
     )
 
 
@@ -225,8 +231,11 @@ def test_unlisted_chunk_from_killed_append_is_ignored_then_cleaned(tmp_path):
 def test_metadata_records_task_spaces_and_policy(tmp_path):
     _collect(tmp_path / "d", episodes=4, seed=7, num_envs=2)
     meta = json.loads((tmp_path / "d" / "meta.json").read_text())
-    assert meta["env"] == {"id": "test/Counting", "kwargs": {"max_len": 12, "dict_obs": False},
-                           "entry_point": None}
+    assert meta["env"] == {
+        "id": "test/Counting",
+        "kwargs": {"max_len": 12, "dict_obs": False},
+        "entry_point": None,
+    }
     assert meta["action_space"] == {"type": "Discrete", "n": 4, "start": 0}
     assert meta["observation_space"]["type"] == "Box"
     assert meta["collections"][0]["policy"] == "random"
