@@ -1,0 +1,87 @@
+"""Adapter that turns a MiniGrid env into the symbolic form this project's encoder reads.
+
+MiniGrid observations are ``{"image", "direction", "mission"}``; the mission is a free-text string
+(constant on the Memory tasks) that the step encoder cannot embed, so it is dropped. The wrapper
+also reports ``info["success"]`` on the last step of every episode, which MiniGrid does not.
+
+This module does not import minigrid: it wraps any env with MiniGrid's observation layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import RecordConstructorArgs
+
+MOVEMENT_ACTIONS = 3  # MiniGrid actions 0 = turn left, 1 = turn right, 2 = move forward
+
+
+class MiniGridSymbolic(gym.ObservationWrapper, RecordConstructorArgs):
+    """MiniGrid env whose observation is ``Dict(image=Box, direction=Discrete(4))``.
+
+    ``image`` is ``Box(0, 255, (V, V, 3), uint8)`` with ``V`` the env's view size (7 by default);
+    ``direction`` comes back as ``np.int64``.
+    On the step that ends an episode, ``info["success"]`` is True iff the episode terminated with a
+    positive reward (reached the goal / matching object); it is False on truncation (time-out) and
+    on termination without reward (e.g. the wrong object in the Memory tasks).
+
+    Args:
+        env: a MiniGrid env (its observation space must be a Dict with "image" and "direction").
+        movement_only: if True, the action space becomes ``Discrete(3)`` (left, right, forward),
+            all that navigation and memory tasks need; by default the full action space is kept.
+    """
+
+    def __init__(self, env: gym.Env, movement_only: bool = False) -> None:
+        if not isinstance(movement_only, (bool, np.bool_)):
+            raise ValueError(
+                f"MiniGridSymbolic: `movement_only` must be True or False, got {movement_only!r}."
+            )
+        movement_only = bool(movement_only)
+        RecordConstructorArgs.__init__(self, movement_only=movement_only)
+        gym.ObservationWrapper.__init__(self, env)
+        self.movement_only = movement_only
+
+        space = env.observation_space
+        if not (
+            isinstance(space, spaces.Dict)
+            and isinstance(space.spaces.get("image"), spaces.Box)
+            and isinstance(space.spaces.get("direction"), spaces.Discrete)
+        ):
+            raise ValueError(
+                f"MiniGridSymbolic wraps MiniGrid envs, whose observation space is a Dict with "
+                f"'image' (Box) and 'direction' (Discrete); got {space}. Use it only on "
+                f"'MiniGrid-*' ids."
+            )
+        self.observation_space = spaces.Dict(
+            {"image": space["image"], "direction": space["direction"]}
+        )
+        if movement_only:
+            if not (
+                isinstance(env.action_space, spaces.Discrete)
+                and env.action_space.n >= MOVEMENT_ACTIONS
+            ):
+                raise ValueError(
+                    f"MiniGridSymbolic: movement_only=True needs a Discrete action space with at "
+                    f"least {MOVEMENT_ACTIONS} actions, got {env.action_space}."
+                )
+            self.action_space = spaces.Discrete(MOVEMENT_ACTIONS)
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        """Keep image and direction; drop the mission string."""
+        return {"image": observation["image"], "direction": np.int64(observation["direction"])}
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """Step the env; on the last step of an episode add ``info["success"]``."""
+        if self.movement_only and not 0 <= action < MOVEMENT_ACTIONS:
+            raise ValueError(
+                f"MiniGridSymbolic(movement_only=True): action must be 0 (left), 1 (right) or "
+                f"2 (forward), got {action!r}."
+            )
+        obs, reward, terminated, truncated, info = super().step(action)
+        if terminated or truncated:
+            info = dict(info)
+            info["success"] = bool(terminated and reward > 0)
+        return obs, reward, terminated, truncated, info
