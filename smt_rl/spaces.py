@@ -56,7 +56,11 @@ def space_to_dict(space: spaces.Space) -> dict[str, Any]:
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist()}
+        return {
+            "type": "MultiDiscrete",
+            "nvec": space.nvec.tolist(),
+            "start": space.start.tolist(),
+        }
     if isinstance(space, spaces.MultiBinary):
         n = space.n
         return {"type": "MultiBinary", "n": list(n) if not isinstance(n, int) else n}
@@ -77,7 +81,9 @@ def space_from_dict(data: Mapping[str, Any]) -> spaces.Space:
     if kind == "Discrete":
         return spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
     if kind == "MultiDiscrete":
-        return spaces.MultiDiscrete(np.array(data["nvec"], dtype=np.int64))
+        nvec = np.array(data["nvec"], dtype=np.int64)
+        start = np.array(data.get("start", np.zeros_like(nvec)), dtype=np.int64)
+        return spaces.MultiDiscrete(nvec, start=start)
     if kind == "MultiBinary":
         return spaces.MultiBinary(data["n"])
     raise SpaceError(f"space description has unknown type {kind!r}; supported: {SUPPORTED_SPACES}")

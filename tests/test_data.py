@@ -244,3 +244,39 @@ def test_metadata_records_task_spaces_and_policy(tmp_path):
     ds = TrajectoryDataset(tmp_path / "d")
     assert ds.observation_space == CountingEnv().observation_space
     assert ds.action_space == CountingEnv().action_space
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        spaces.Box(-1, 1, (3,), np.float32),
+        spaces.Box(0, 255, (7, 7, 3), np.uint8),
+        spaces.Discrete(5, start=2),
+        spaces.MultiDiscrete([2, 4], start=[1, 0]),
+        spaces.MultiBinary(6),
+        spaces.Dict({"a": spaces.Discrete(3), "b": spaces.Dict({"c": spaces.MultiBinary(2)})}),
+    ],
+)
+def test_space_description_round_trips(space):
+    from smt_rl.spaces import space_from_dict, space_to_dict
+
+    desc = json.loads(json.dumps(space_to_dict(space)))
+    assert space_from_dict(desc) == space
+
+
+@pytest.mark.parametrize(
+    "space",
+    [spaces.Text(5), spaces.Tuple([spaces.Discrete(2)]), spaces.Sequence(spaces.Discrete(2))],
+)
+def test_unsupported_space_is_refused_before_anything_is_written(tmp_path, space):
+    from smt_rl.errors import SpaceError
+
+    class Odd(CountingEnv):
+        def __init__(self):
+            super().__init__()
+            self.observation_space = space
+
+    desc = env_description("test/Odd", {}, None)
+    with pytest.raises(SpaceError, match="observation_space"):
+        collect_episodes(Odd, env=desc, episodes=1, out=tmp_path / "d", progress=False)
+    assert not (tmp_path / "d").exists()
