@@ -1,0 +1,181 @@
+"""Append whole episodes to a trajectory dataset folder, atomically, chunk by chunk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gymnasium import spaces
+from tensordict import TensorDict
+
+from smt_rl.data.format import CHUNK_DIR, FORMAT_NAME, FORMAT_VERSION, META_FILE, chunk_name
+from smt_rl.errors import DatasetError
+from smt_rl.io import atomic_write_json
+from smt_rl.spaces import check_space, space_to_dict
+
+
+def env_description(
+    env_id: str | None, kwargs: Mapping[str, Any] | None, entry_point: str | None
+) -> dict[str, Any]:
+    """The task identity stored with (and compared against) a dataset: JSON-normalised."""
+    desc = {"id": env_id, "kwargs": dict(kwargs or {}), "entry_point": entry_point}
+    try:
+        return json.loads(json.dumps(desc, sort_keys=True))
+    except TypeError as exc:
+        raise DatasetError(f"env.kwargs must be JSON-serialisable to be stored: {exc}") from exc
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Read and check ``meta.json`` of the dataset at ``path`` (clear errors when missing/corrupt)."""
+    if not path.exists():
+        raise DatasetError(
+            f"dataset folder {str(path)!r} does not exist; create it with "
+            f"`smt-rl collect ENV_ID --episodes N --out {path}` or fix the path."
+        )
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise DatasetError(
+            f"{str(path)!r} is not a smt_rl trajectory dataset (no {META_FILE}); point to a "
+            "folder written by `smt-rl collect`, or collect into an empty folder."
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(
+            f"{meta_path} is corrupt ({exc}); the dataset cannot be read: re-collect it."
+        ) from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise DatasetError(f"{meta_path} is not a smt_rl dataset description (format field).")
+    if meta.get("version") != FORMAT_VERSION:
+        raise DatasetError(
+            f"{meta_path} has format version {meta.get('version')!r}; this smt_rl reads version "
+            f"{FORMAT_VERSION}. Re-collect the dataset with this version."
+        )
+    return meta
+
+
+class TrajectoryWriter:
+    """Creates a dataset folder, or opens an existing one to append to it.
+
+    Appending is refused (with :class:`DatasetError`) when the folder holds another task (env id,
+    kwargs or entry point) or other observation/action spaces. Each :meth:`write_chunk` is atomic:
+    the chunk is written to a temporary folder, renamed into place, and only then listed in
+    ``meta.json`` (itself replaced atomically), so a killed collection loses at most the chunk in
+    flight and never corrupts what was already written.
+
+    Args:
+        path: dataset folder (created if missing; must be empty or an existing dataset).
+        env: task identity from :func:`env_description`.
+        observation_space: single-environment observation space (checked as supported).
+        action_space: single-environment action space (checked as supported).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        env: Mapping[str, Any],
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+    ) -> None:
+        check_space(observation_space, "observation_space")
+        check_space(action_space, "action_space")
+        self.path = Path(path)
+        obs_desc = space_to_dict(observation_space)
+        act_desc = space_to_dict(action_space)
+        if (self.path / META_FILE).exists():
+            self.meta = read_meta(self.path)
+            self._check_same_task(dict(env), obs_desc, act_desc)
+            self._remove_unlisted_chunks()
+        else:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise DatasetError(
+                    f"--out {str(self.path)!r} exists, is not empty and is not a smt_rl dataset; "
+                    "choose a new or empty folder."
+                )
+            self.meta = {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "env": dict(env),
+                "observation_space": obs_desc,
+                "action_space": act_desc,
+                "num_episodes": 0,
+                "num_steps": 0,
+                "chunks": [],
+                "collections": [],
+            }
+            (self.path / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.path / META_FILE, self.meta)
+
+    def _check_same_task(self, env: dict[str, Any], obs: dict, act: dict) -> None:
+        stored = self.meta["env"]
+        if stored != env:
+            raise DatasetError(
+                f"dataset {str(self.path)!r} holds task {stored}; refusing to append episodes of "
+                f"{env}. Collect into another --out folder (or use the same env id and kwargs)."
+            )
+        for field, mine in (("observation_space", obs), ("action_space", act)):
+            if self.meta[field] != mine:
+                raise DatasetError(
+                    f"dataset {str(self.path)!r} was collected with {field} {self.meta[field]}, "
+                    f"the environment now has {mine}; collect into another --out folder."
+                )
+
+    def _remove_unlisted_chunks(self) -> None:
+        listed = {c["name"] for c in self.meta["chunks"]}
+        chunk_root = self.path / CHUNK_DIR
+        if chunk_root.is_dir():
+            for entry in chunk_root.iterdir():
+                if entry.name not in listed:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    def begin_collection(self, record: Mapping[str, Any]) -> None:
+        """Log the start of a collection run (policy, seed, ...); chunk writes update its counts."""
+        entry = {**record, "episodes": 0, "steps": 0, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.meta["collections"].append(entry)
+        atomic_write_json(self.path / META_FILE, self.meta)
+
+    def write_chunk(
+        self,
+        steps: TensorDict,
+        lengths: Sequence[int],
+        returns: Sequence[float],
+        successes: Sequence[bool] | None,
+    ) -> None:
+        """Append one chunk: ``steps`` (batch ``(S,)``) holds ``len(lengths)`` whole episodes."""
+        total = int(sum(lengths))
+        if steps.batch_size != (total,) or min(lengths, default=1) < 1:
+            raise DatasetError(
+                f"chunk of {steps.batch_size} steps does not hold episodes of lengths {lengths}"
+            )
+        name = chunk_name(len(self.meta["chunks"]))
+        tmp = self.path / CHUNK_DIR / f".tmp-{uuid.uuid4().hex}"
+        steps.memmap(prefix=str(tmp), num_threads=0)
+        os.replace(tmp, self.path / CHUNK_DIR / name)
+        self.meta["chunks"].append(
+            {
+                "name": name,
+                "episodes": len(lengths),
+                "steps": total,
+                "lengths": [int(x) for x in lengths],
+                "returns": [float(x) for x in returns],
+                "successes": None if successes is None else [bool(x) for x in successes],
+            }
+        )
+        self.meta["num_episodes"] += len(lengths)
+        self.meta["num_steps"] += total
+        if self.meta["collections"]:
+            self.meta["collections"][-1]["episodes"] += len(lengths)
+            self.meta["collections"][-1]["steps"] += total
+        atomic_write_json(self.path / META_FILE, self.meta)
+
+    def end_collection(self, wall_s: float) -> None:
+        """Record the wall-clock of the current collection run."""
+        if self.meta["collections"]:
+            self.meta["collections"][-1]["wall_s"] = round(float(wall_s), 3)
+            atomic_write_json(self.path / META_FILE, self.meta)
