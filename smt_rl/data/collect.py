@@ -92,7 +92,8 @@ class _EpisodeStacker:
             final = np.asarray(_get(final_obs, path), dtype=dtype).reshape(1, *shape)
             arrays[("observation", *path)] = values
             arrays[("next", "observation", *path)] = np.concatenate([values[1:], final])
-        arrays[("action",)] = np.asarray(ep.actions, self.act_dtype).reshape(length, *self.act_shape)
+        actions = np.asarray(ep.actions, self.act_dtype)
+        arrays[("action",)] = actions.reshape(length, *self.act_shape)
         arrays[("next", "reward")] = np.asarray(ep.rewards, dtype=np.float32)
         ends = np.zeros(length, dtype=bool)
         ends[-1] = True
@@ -151,8 +152,12 @@ def collect_episodes(
         writer = TrajectoryWriter(out, env, obs_space, act_space)
         behaviour = resolve_policy(policy, act_space, num_envs, seed)
         writer.begin_collection(
-            {"policy": behaviour.name, "seed": seed, "num_envs": num_envs,
-             "vectorization": vectorization}
+            {
+                "policy": behaviour.name,
+                "seed": seed,
+                "num_envs": num_envs,
+                "vectorization": vectorization,
+            }
         )
         stacker = _EpisodeStacker(obs_space, act_space)
         observations = [stacker.copy_observation(o) for o in envs.reset(seed)]

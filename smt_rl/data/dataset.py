@@ -67,7 +67,9 @@ class TrajectoryDataset:
         folder = self.path / CHUNK_DIR / chunk["name"]
         fix = "re-collect the dataset (or delete the chunk's entry from meta.json)."
         if not folder.is_dir():
-            raise DatasetError(f"dataset {str(self.path)!r} is truncated: {folder} is missing; {fix}")
+            raise DatasetError(
+                f"dataset {str(self.path)!r} is truncated: {folder} is missing; {fix}"
+            )
         try:
             # Check sizes before mapping: mapping a short file silently extends it with zeros.
             for file, expected in _expected_file_sizes(folder):
@@ -145,9 +147,7 @@ class TrajectoryDataset:
         assert out is not None
         return out.reshape(shape)
 
-    def windows(
-        self, episodes: torch.Tensor, starts: torch.Tensor, length: int
-    ) -> TensorDict:
+    def windows(self, episodes: torch.Tensor, starts: torch.Tensor, length: int) -> TensorDict:
         """Windows ``[start, start + length)`` of the given episodes, padded past each episode end.
 
         Args:
@@ -193,7 +193,9 @@ class TrajectoryDataset:
         if self.num_episodes == 0:
             raise DatasetError(f"dataset {str(self.path)!r} has no episodes; collect some first.")
         counts = (self.episode_lengths - length + 1).clamp_min(1)
-        episodes = torch.multinomial(counts.double(), batch_size, replacement=True, generator=generator)
+        episodes = torch.multinomial(
+            counts.double(), batch_size, replacement=True, generator=generator
+        )
         starts = (torch.rand(batch_size, generator=generator) * counts[episodes]).long()
         return self.windows(episodes, starts, length)
 

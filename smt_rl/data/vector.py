@@ -44,7 +44,7 @@ class InProcessEnvs:
 
     def step(self, actions: Sequence[Any]) -> list[EnvStep]:
         results = []
-        for env, action in zip(self.envs, as_action_list(actions)):
+        for env, action in zip(self.envs, as_action_list(actions), strict=True):
             obs, reward, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 success = info.get("success")
@@ -85,8 +85,14 @@ class WorkerProcessEnvs:
                 if "success" in final_info and final_info["_success"][i]:
                     success = bool(final_info["success"][i])
             results.append(
-                EnvStep(_row(obs, i), float(reward[i]), bool(terminated[i]), bool(truncated[i]),
-                        final, success)
+                EnvStep(
+                    _row(obs, i),
+                    float(reward[i]),
+                    bool(terminated[i]),
+                    bool(truncated[i]),
+                    final,
+                    success,
+                )
             )
         return results
 

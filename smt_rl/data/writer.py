@@ -32,7 +32,7 @@ def env_description(
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """Read and check ``meta.json`` of the dataset at ``path`` (clear errors when missing/corrupt)."""
+    """Read and check ``meta.json`` of the dataset at ``path``; clear errors if missing/corrupt."""
     if not path.exists():
         raise DatasetError(
             f"dataset folder {str(path)!r} does not exist; create it with "
