@@ -1,0 +1,38 @@
+"""Small shared functions: memory normalisation, symlog, feature scaling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def rms_normalize(memory: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Scale each memory token (last dim) to unit root-mean-square: ``(..., K, d) -> (..., K, d)``."""
+    return memory * torch.rsqrt(memory.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log(1 + |x|)``: compresses large magnitudes, keeps small ones linear."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def sinusoidal_features(index: torch.Tensor, num_features: int, max_period: float = 4096.0):
+    """``(...,)`` integer positions -> ``(..., num_features)`` sin/cos features at geometric periods."""
+    half = num_features // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=index.device, dtype=torch.float32) / half
+    )
+    angles = index.float()[..., None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], -1)
+
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.GELU) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)

@@ -1,0 +1,260 @@
+"""The teacher: a time-parallel encoder of histories and an action-conditional predictive decoder.
+
+- :class:`TeacherEncoder` turns the step inputs of a whole sequence ``(B, T, D)`` into a memory
+  label ``m*_t`` for every step ``(B, T, K, d)`` in one pass: causal self-attention limited to the
+  last ``context`` steps, then a per-step projection into K RMS-normalised tokens of width d.
+- :class:`PredictiveDecoder` reads a memory and the future actions ``a_t .. a_{t+Tf-1}`` and
+  predicts ``o_{t+1..t+Tf}``, ``r_{t..t+Tf-1}`` and terminations (offset k sees only actions up to
+  ``a_{t+k}``), plus a *far* reward head: the reward ``j`` steps ahead given the action taken
+  there. It never predicts the logging policy's actions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
+
+from smt_rl.models.common import mlp, rms_normalize, sinusoidal_features, symlog
+from smt_rl.models.step_encoder import BoxScaler, SpaceEmbedding
+from smt_rl.spaces import leaf_spaces
+
+
+class _AttentionBlock(nn.Module):
+    """Pre-LayerNorm self-attention + MLP block over ``(B, T, width)``."""
+
+    def __init__(self, width: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.ff = mlp([width, hidden, width])
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, steps, width = h.shape
+        qkv = self.qkv(self.norm1(h)).view(batch, steps, 3, self.heads, width // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        h = h + self.proj(attn.transpose(1, 2).reshape(batch, steps, width))
+        return h + self.ff(self.norm2(h))
+
+
+class TeacherEncoder(nn.Module):
+    """``x (B, T, D) -> m* (B, T, K, d)``: the memory label of every step, time-parallel.
+
+    Step t attends to steps ``max(0, t - context + 1) .. t`` of the same sequence.
+
+    Args:
+        input_dim: D, the step-embedding width.
+        width: attention width.
+        layers: attention blocks.
+        heads: attention heads (divides ``width``).
+        context: Tc, how many steps (the current one included) each step attends to.
+        num_tokens: K.
+        token_dim: d.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        width: int,
+        layers: int,
+        heads: int,
+        context: int,
+        num_tokens: int,
+        token_dim: int,
+    ) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"model.teacher_width ({width}) must be divisible by heads ({heads})")
+        self.context = context
+        self.num_tokens, self.token_dim = num_tokens, token_dim
+        self.inp = nn.Linear(input_dim, width)
+        self.blocks = nn.ModuleList(_AttentionBlock(width, heads, 4 * width) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.to_memory = nn.Linear(width, num_tokens * token_dim)
+
+    def attention_mask(self, steps: int, device: torch.device) -> torch.Tensor | None:
+        """None (plain causal) when the context covers the sequence, else a banded bool mask."""
+        if steps <= self.context:
+            return None
+        i = torch.arange(steps, device=device)
+        offset = i[:, None] - i[None, :]
+        return (offset >= 0) & (offset < self.context)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        mask = self.attention_mask(h.shape[1], h.device)
+        for block in self.blocks:
+            h = block(h, mask)
+        memory = self.to_memory(self.norm(h)).unflatten(-1, (self.num_tokens, self.token_dim))
+        return rms_normalize(memory)
+
+
+class SpaceHead(nn.Module):
+    """Predicts a sample of one space from features ``(..., H)``; ``loss`` per position ``(...)``.
+
+    Box: MSE on the scaled values; Discrete / MultiDiscrete: cross-entropy; MultiBinary: binary
+    cross-entropy; Dict: the sum over members.
+    """
+
+    def __init__(self, space: spaces.Space, in_dim: int) -> None:
+        super().__init__()
+        self.space = space
+        if isinstance(space, spaces.Dict):
+            self.members = nn.ModuleDict({k: SpaceHead(s, in_dim) for k, s in space.spaces.items()})
+        elif isinstance(space, spaces.Box):
+            self.scale = BoxScaler(space)
+            self.net = nn.Linear(in_dim, int(np.prod(space.shape)) or 1)
+        elif isinstance(space, spaces.Discrete):
+            self.net = nn.Linear(in_dim, int(space.n))
+        elif isinstance(space, spaces.MultiDiscrete):
+            self.nvec = [int(n) for n in np.asarray(space.nvec).reshape(-1)]
+            self.register_buffer("start", torch.as_tensor(space.start).reshape(-1), False)
+            self.net = nn.Linear(in_dim, sum(self.nvec))
+        else:
+            self.net = nn.Linear(in_dim, int(np.prod(space.shape)))
+
+    def loss(self, h: torch.Tensor, target: torch.Tensor | TensorDictBase) -> torch.Tensor:
+        """Per-position loss ``(...)`` of predicting ``target`` from ``h (..., H)``."""
+        space = self.space
+        if isinstance(space, spaces.Dict):
+            return sum(head.loss(h, target[k]) for k, head in self.members.items())  # type: ignore[return-value]
+        lead = h.shape[:-1]
+        if isinstance(space, spaces.Box):
+            goal = self.scale(target).reshape(*lead, -1)
+            return (self.net(h) - goal).pow(2).mean(-1)
+        if isinstance(space, spaces.Discrete):
+            logits = self.net(h)
+            goal = (target.long() - int(space.start)).clamp(0, int(space.n) - 1)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), goal.reshape(-1), reduction="none").view(lead)
+        if isinstance(space, spaces.MultiDiscrete):
+            goal = target.long().reshape(*lead, -1) - self.start
+            parts = self.net(h).split(self.nvec, -1)
+            losses = [
+                F.cross_entropy(p.reshape(-1, n), goal[..., i].reshape(-1).clamp(0, n - 1), reduction="none")
+                for i, (p, n) in enumerate(zip(parts, self.nvec, strict=True))
+            ]
+            return torch.stack(losses, -1).mean(-1).view(lead)
+        goal = target.float().reshape(*lead, -1)
+        return F.binary_cross_entropy_with_logits(self.net(h), goal, reduction="none").mean(-1)
+
+
+class PredictiveDecoder(nn.Module):
+    """Action-conditional predictions from a memory ``(..., K, d)``.
+
+    Args:
+        observation_space: what the next observations are.
+        action_space: what the future actions are.
+        memory_size: Z = K * d.
+        hidden: MLP width.
+        horizon: Tf, the number of future steps predicted from each memory.
+        step_features: sinusoidal features of the far target's offset.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        memory_size: int,
+        hidden: int,
+        horizon: int,
+        step_features: int = 16,
+    ) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.step_features = step_features
+        self.memory_in = nn.Linear(memory_size, hidden)
+        self.action_in = SpaceEmbedding(action_space, hidden, "action_space")
+        self.offset = nn.Parameter(torch.zeros(horizon, hidden))
+        self.trunk = mlp([hidden, hidden, hidden])
+        self.observation = SpaceHead(observation_space, hidden)
+        self.reward = nn.Linear(hidden, 1)
+        self.terminated = nn.Linear(hidden, 1)
+        # far target: reward j steps ahead given the action taken there
+        self.far_memory_in = nn.Linear(memory_size, hidden)
+        self.far_action_in = SpaceEmbedding(action_space, hidden, "action_space")
+        self.far_offset_in = nn.Linear(step_features, hidden)
+        self.far = mlp([hidden, hidden, hidden, 1])
+        self.observation_keys = list(leaf_spaces(observation_space))
+
+    def features(self, memory: torch.Tensor, future_actions: torch.Tensor) -> torch.Tensor:
+        """``memory (..., K, d)``, ``future_actions (..., Tf, *action_shape)`` -> ``(..., Tf, H)``.
+
+        Offset k's features depend on the memory and ``a_t .. a_{t+k}`` only (a cumulative sum of
+        offset-tagged action embeddings), never on later actions.
+        """
+        m = self.memory_in(memory.flatten(-2)).unsqueeze(-2)
+        actions = torch.cumsum(self.action_in(future_actions) + self.offset, -2)
+        return self.trunk(F.gelu(m + actions))
+
+    def predict_reward(self, memory: torch.Tensor, future_actions: torch.Tensor) -> torch.Tensor:
+        """Predicted rewards ``r_t .. r_{t+Tf-1}``: ``(..., Tf)`` (un-symlogged)."""
+        pred = self.reward(self.features(memory, future_actions)).squeeze(-1)
+        return torch.sign(pred) * torch.expm1(pred.abs())
+
+    def far_reward(
+        self, memory: torch.Tensor, action: torch.Tensor, offset: torch.Tensor
+    ) -> torch.Tensor:
+        """Symlog reward predicted ``offset`` steps ahead given the action there: ``(...)``."""
+        h = (
+            self.far_memory_in(memory.flatten(-2))
+            + self.far_action_in(action)
+            + self.far_offset_in(sinusoidal_features(offset, self.step_features))
+        )
+        return self.far(F.gelu(h)).squeeze(-1)
+
+    def losses(self, memory: torch.Tensor, targets: TensorDict) -> dict[str, torch.Tensor]:
+        """Per-term predictive losses (scalars) of ``memory (B, T, K, d)`` against ``targets``.
+
+        ``targets`` comes from :func:`smt_rl.smt.targets.predictive_targets`. Reward and
+        termination terms weigh each class (reward sign; terminated or not) equally, so one rare
+        event per episode is not drowned by the many steps around it.
+        """
+        h = self.features(memory, targets["future_action"])
+        valid = targets["future_valid"]
+        out = {"obs": _masked_mean(self.observation.loss(h, targets["future_observation"]), valid)}
+        reward = targets["future_reward"]
+        reward_err = (self.reward(h).squeeze(-1) - symlog(reward)).pow(2)
+        out["reward"] = _balanced_mean(reward_err, torch.sign(reward).long() + 1, valid, 3)
+        term = targets["future_terminated"]
+        term_err = F.binary_cross_entropy_with_logits(
+            self.terminated(h).squeeze(-1), term.float(), reduction="none"
+        )
+        out["terminated"] = _balanced_mean(term_err, term.long(), valid, 2)
+        if "far_reward" in targets.keys():
+            far_reward = targets["far_reward"]
+            far_err = (
+                self.far_reward(memory, targets["far_action"], targets["far_offset"])
+                - symlog(far_reward)
+            ).pow(2)
+            out["far"] = _balanced_mean(
+                far_err, torch.sign(far_reward).long() + 1, targets["far_valid"], 3
+            )
+        return out
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _balanced_mean(
+    values: torch.Tensor, classes: torch.Tensor, mask: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """Mean over valid positions where each present class carries equal total weight."""
+    mask = mask.to(values.dtype)
+    total = values.new_zeros(())
+    present = 0
+    for c in range(num_classes):
+        in_class = mask * (classes == c).to(values.dtype)
+        count = in_class.sum()
+        if count > 0:
+            total = total + (values * in_class).sum() / count
+            present += 1
+    return total / max(present, 1)

@@ -1,0 +1,81 @@
+"""Typed configuration of SMT pretraining (``smt-rl pretrain CONFIG [key=value ...]``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class EnvConfig:
+    """Which task the data comes from."""
+
+    id: str | None = "smt_rl/PassiveTMaze-v0"  # registered gymnasium id (or a name for entry_point)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # environment constructor arguments
+    entry_point: str | None = None  # "package.module:Class" of your own env, instead of the registry
+
+
+@dataclass
+class DataConfig:
+    """The logged trajectories SMT learns from."""
+
+    path: str | None = None  # dataset folder; None: collect into RUN_DIR/data first
+    episodes: int = 2000  # episodes to collect when path is None
+    num_envs: int = 8  # environments stepped together while collecting
+    policy: str = "random"  # behaviour policy for collection
+    val_fraction: float = 0.1  # share of episodes held out for rollout/probe evaluation
+    val_max_episodes: int = 256  # at most this many held-out episodes are evaluated
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the step encoder, teacher, decoder and memory cell."""
+
+    embed_dim: int = 64  # D, width of the step embedding x_t
+    memory_tokens: int = 4  # K, memory tokens
+    token_dim: int = 16  # d, width of each memory token (memory size Z = K * d)
+    teacher_width: int = 64  # attention width of the teacher encoder
+    teacher_layers: int = 2  # attention blocks of the teacher encoder
+    teacher_heads: int = 4  # attention heads of the teacher encoder
+    context: int = 1024  # Tc, steps each teacher step attends to (itself included)
+    decoder_hidden: int = 128  # MLP width of the predictive decoder
+    horizon: int = 1  # Tf, future steps predicted from each memory
+    cell: Literal["gated", "transformer", "gru"] = "gated"  # memory cell of the student
+    cell_hidden: int = 256  # hidden width of the memory cell
+
+
+@dataclass
+class SMTConfig:
+    """Optimisation of the joint SMT phase and the offline DMT phase that follows it."""
+
+    updates: int = 1500  # joint teacher + memory updates
+    batch_size: int = 32  # sequences per update
+    seq_len: int = 1024  # longest sequence per batch (whole episodes when they fit)
+    lr: float = 1e-3  # AdamW learning rate (peak)
+    weight_decay: float = 1e-4  # AdamW weight decay
+    warmup: int = 100  # linear warm-up updates, then cosine decay to 10% of lr
+    grad_clip: float = 1.0  # max global gradient norm
+    c_pred: float = 1.0  # weight of the predictive loss
+    c_dyn: float = 0.1  # weight of the one-step dynamics loss ||f(m*_{t-1}, x_t) - m*_t||^2
+    c_unif: float = 0.001  # weight of the uniformity loss on teacher memories
+    c_far: float = 1.0  # weight of the far reward target inside the predictive loss
+    far_last_prob: float = 0.5  # chance a far target is the window's last step (else uniform)
+    dyn_input_noise: float = 0.0  # std of noise added to m*_{t-1} fed to f (robustness to drift)
+    dmt_updates: int = 250  # offline DMT updates (teacher frozen, student on its own states)
+    dmt_lr: float = 1e-3  # learning rate of the offline DMT phase
+    eval_every: int = 250  # updates between evaluations (rollout drift, probes)
+    log_every: int = 25  # updates between metric lines
+    compile: bool = False  # torch.compile the teacher (CUDA only)
+
+
+@dataclass
+class PretrainConfig:
+    """``smt-rl pretrain``: collect (if needed), SMT-pretrain, evaluate, checkpoint."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)  # the task
+    data: DataConfig = field(default_factory=DataConfig)  # logged trajectories
+    model: ModelConfig = field(default_factory=ModelConfig)  # network sizes
+    smt: SMTConfig = field(default_factory=SMTConfig)  # optimisation
+    seed: int = 0  # seeds collection, sampling and initialisation
+    out: str = "runs/smt"  # run folder (config, metrics, checkpoint, summary)
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...

@@ -1,0 +1,103 @@
+"""How good is the memory the student carries on its own? Rollout drift and probes.
+
+Everything here runs the memory cell alone from its learned initial state over held-out episodes,
+with no teacher help at any step, and compares it with the teacher's labels.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+
+from smt_rl.smt.losses import masked_mean
+from smt_rl.smt.model import SMTModel
+from smt_rl.smt.targets import predictive_targets
+
+TMAZE_ID = "smt_rl/PassiveTMaze-v0"
+
+
+@torch.no_grad()
+def rollout_metrics(model: SMTModel, episodes: TensorDictBase) -> tuple[dict[str, float], list]:
+    """Drift of the student from the teacher on whole episodes ``(B, T)`` (starting at step 0).
+
+    Returns (metrics, per-step curve): ``rollout/memory_mse`` (mean squared difference per memory
+    element, averaged over steps), ``rollout/pred_loss_student`` and ``rollout/pred_loss_teacher``
+    (the decoder's one-step predictive loss, obs + reward + termination, from each memory), and
+    the per-step MSE averaged over episodes, ``[T]``.
+    """
+    mask = episodes["mask"]
+    x = model.step_encoder(episodes)
+    teacher = model.teacher(x)
+    student = model.cell.scan(x, episodes["is_init"])
+    err = (student - teacher).pow(2).mean((-2, -1))
+    curve = ((err * mask).sum(0) / mask.sum(0).clamp_min(1)).tolist()
+    targets = predictive_targets(episodes, model.cfg.horizon, far=False)
+
+    def pred_loss(memory: torch.Tensor) -> float:
+        terms = model.decoder.losses(memory, targets)
+        return float(terms["obs"] + terms["reward"] + terms["terminated"])
+
+    metrics = {
+        "rollout/memory_mse": float(masked_mean(err, mask)),
+        "rollout/memory_mse_last": float(masked_mean(err, _last_step(mask))),
+        "rollout/pred_loss_student": pred_loss(student),
+        "rollout/pred_loss_teacher": pred_loss(teacher),
+    }
+    return metrics, curve
+
+
+def _last_step(mask: torch.Tensor) -> torch.Tensor:
+    last = mask.sum(1) - 1
+    return torch.nn.functional.one_hot(last, mask.shape[1]).bool() & mask
+
+
+def linear_probe_accuracy(
+    features: torch.Tensor, labels: torch.Tensor, steps: int = 300, seed: int = 0
+) -> float:
+    """Fit a logistic-regression probe on half of ``features (N, F)`` and return its accuracy on
+    the other half (labels ``(N,)`` int classes)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(features.shape[0], generator=gen)
+    half = features.shape[0] // 2
+    train, test = order[:half], order[half:]
+    mean, std = features[train].mean(0), features[train].std(0) + 1e-5
+    feats = (features - mean) / std
+    classes = int(labels.max()) + 1
+    probe = torch.nn.Linear(features.shape[1], max(classes, 2))
+    opt = torch.optim.Adam(probe.parameters(), lr=0.05)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(probe(feats[train]), labels[train])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return float((probe(feats[test]).argmax(-1) == labels[test]).float().mean())
+
+
+@torch.no_grad()
+def tmaze_probes(model: SMTModel, episodes: TensorDictBase) -> dict[str, float]:
+    """PassiveTMaze probes on whole episodes ``(B, T)``, from the student's own memory at the
+    junction (the episode's last step):
+
+    - ``probe/cue_accuracy``: a linear classifier's held-out accuracy at reading the cue;
+    - ``probe/junction_reward_sign``: how often the decoder's predicted junction reward has the
+      right sign (+ for the cue's action, - for the other), over both actions.
+    """
+    mask = episodes["mask"]
+    student = model.student_memory(episodes)
+    rows = torch.arange(mask.shape[0])
+    last = mask.sum(1) - 1
+    junction = student[rows, last]  # (B, K, d)
+    cue = episodes["observation"][:, 0, :2].argmax(-1)
+    correct = []
+    horizon = model.cfg.horizon
+    for action in (0, 1):
+        future = torch.full((mask.shape[0], horizon), action, dtype=episodes["action"].dtype)
+        reward = model.decoder.predict_reward(junction, future)[:, 0]
+        expected = torch.where(cue == action, 1.0, -1.0)
+        correct.append(torch.sign(reward) == expected)
+    return {
+        "probe/cue_accuracy": linear_probe_accuracy(junction.flatten(1).float().cpu(), cue.cpu()),
+        "probe/junction_reward_sign": float(torch.cat(correct).float().mean()),
+    }

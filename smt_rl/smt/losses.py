@@ -1,0 +1,101 @@
+"""SMT and offline-DMT losses. Neither unrolls the memory cell: each applies ``f`` once per step
+position, to (memory, input) pairs that are all known in advance."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+
+from smt_rl.models.common import rms_normalize
+from smt_rl.smt.config import SMTConfig
+from smt_rl.smt.model import SMTModel
+from smt_rl.smt.targets import predictive_targets
+
+
+def previous_memory(model: SMTModel, memory: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
+    """``m_{t-1}`` for every position: the memory one step earlier, or the cell's initial state at
+    an episode start. ``memory (B, T, K, d), is_init (B, T) -> (B, T, K, d)``."""
+    batch, steps = is_init.shape
+    init = model.cell.initial_state(batch).to(memory.dtype)
+    shifted = torch.cat([init.unsqueeze(1), memory[:, :-1]], 1)
+    return torch.where(is_init[..., None, None], init.unsqueeze(1).expand_as(memory), shifted)
+
+
+def one_step(model: SMTModel, prev: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``f(prev, x)`` at every position at once (one application each, no chain):
+    ``prev (B, T, K, d), x (B, T, D) -> (B, T, K, d)``."""
+    return model.cell.step(prev.flatten(0, 1), x.flatten(0, 1)).view_as(prev)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` (same shape) is True."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def uniformity(memory: torch.Tensor, mask: torch.Tensor, max_points: int = 256) -> torch.Tensor:
+    """``log mean exp(-2 ||u_i - u_j||^2)`` over pairs of unit-normalised memories (lower = more
+    spread out), on at most ``max_points`` valid positions."""
+    points = memory[mask].flatten(1).float()
+    if points.shape[0] > max_points:
+        points = points[torch.randperm(points.shape[0], device=points.device)[:max_points]]
+    if points.shape[0] < 2:
+        return memory.new_zeros(())
+    unit = torch.nn.functional.normalize(points, dim=-1)
+    sq = torch.cdist(unit, unit).pow(2)
+    off_diag = ~torch.eye(sq.shape[0], dtype=torch.bool, device=sq.device)
+    return torch.logsumexp(-2 * sq[off_diag], 0) - torch.log(torch.tensor(float(off_diag.sum())))
+
+
+def smt_loss(
+    model: SMTModel,
+    batch: TensorDictBase,
+    cfg: SMTConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The joint SMT loss on ``batch (B, T)``; returns (loss, metrics).
+
+    ``L = c_pred * L_pred(D(m*_t, future actions), future) + c_dyn * ||f(m*_{t-1}, x_t) - m*_t||^2
+    + c_unif * L_unif(m*)``. The dynamics gradient reaches the encoder through both ``m*_{t-1}`` and
+    ``m*_t``. Positions whose ``m_{t-1}`` lies before the window (a window starting mid-episode)
+    are left out of the dynamics term.
+    """
+    mask, is_init = batch["mask"], batch["is_init"]
+    x = model.step_encoder(batch)
+    labels = model.teacher(x)
+    targets = predictive_targets(
+        batch, model.cfg.horizon, far=cfg.c_far > 0, far_last_prob=cfg.far_last_prob,
+        generator=generator,
+    )
+    terms = model.decoder.losses(labels, targets)
+    pred = terms["obs"] + terms["reward"] + terms["terminated"] + cfg.c_far * terms.get("far", 0.0)
+    prev = previous_memory(model, labels, is_init)
+    if cfg.dyn_input_noise > 0:
+        prev = rms_normalize(prev + cfg.dyn_input_noise * torch.randn_like(prev))
+    has_prev = is_init | (torch.arange(mask.shape[1], device=mask.device) > 0)
+    dyn_err = (one_step(model, prev, x) - labels).pow(2).mean((-2, -1))
+    dyn = masked_mean(dyn_err, mask & has_prev)
+    unif = uniformity(labels, mask)
+    loss = cfg.c_pred * pred + cfg.c_dyn * dyn + cfg.c_unif * unif
+    metrics = {"loss/total": loss, "loss/pred": pred, "loss/dyn": dyn, "loss/unif": unif}
+    metrics.update({f"loss/pred_{k}": v for k, v in terms.items()})
+    return loss, {k: float(v) for k, v in metrics.items()}
+
+
+def dmt_offline_loss(model: SMTModel, batch: TensorDictBase) -> tuple[torch.Tensor, dict[str, float]]:
+    """DMT on logged data with the teacher frozen: ``||f(sg(m^s_{t-1}), x_t) - m*_t||^2``.
+
+    ``m^s`` is the cell run alone (no grad) from its initial state over the sequence; only the
+    cell learns. Rows whose window does not start at an episode start are left out (the student
+    would lack their history).
+    """
+    mask, is_init = batch["mask"], batch["is_init"]
+    with torch.no_grad():
+        x = model.step_encoder(batch)
+        labels = model.teacher(x)
+        student = model.cell.scan(x, is_init)
+    prev = previous_memory(model, student, is_init)  # the initial state keeps its gradient
+    err = (one_step(model, prev, x) - labels).pow(2).mean((-2, -1))
+    valid = mask & is_init[:, :1]
+    loss = masked_mean(err, valid)
+    return loss, {"dmt/loss": float(loss)}

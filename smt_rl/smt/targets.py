@@ -1,0 +1,72 @@
+"""Prediction targets for the teacher's decoder, built from a batch of logged steps ``(B, T)``."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+
+
+def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x (B, T, ...)`` moved k steps earlier along T, zero-padded at the end."""
+    if k == 0:
+        return x
+    return torch.cat([x[:, k:], torch.zeros_like(x[:, :k])], 1)
+
+
+def predictive_targets(
+    batch: TensorDict,
+    horizon: int,
+    far: bool = True,
+    far_last_prob: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> TensorDict:
+    """Targets of every step t of ``batch`` (batch size ``(B, T)``, windows within one episode).
+
+    Returns a TensorDict of batch size ``(B, T)``:
+
+    - ``future_action`` ``(B, T, Tf, *a)``: a_t .. a_{t+Tf-1};
+    - ``future_observation`` ``(B, T, Tf, *o)``: o_{t+1} .. o_{t+Tf};
+    - ``future_reward``, ``future_terminated`` ``(B, T, Tf)``: r_t .. r_{t+Tf-1} and their flags;
+    - ``future_valid`` ``(B, T, Tf)``: the step t+k exists in the window;
+    - with ``far``: ``far_offset`` j, ``far_action`` a_{t+j}, ``far_reward`` r_{t+j} and
+      ``far_valid``, ``(B, T)``, where t+j is the window's last step with probability
+      ``far_last_prob`` (the step where episodic rewards often come) and otherwise uniform in
+      ``[t, last]``.
+    """
+    mask = batch["mask"]
+    steps = [_shift(mask, k) & mask for k in range(horizon)]
+    targets = TensorDict(
+        {
+            "future_action": torch.stack([_shift(batch["action"], k) for k in range(horizon)], 2),
+            "future_reward": torch.stack(
+                [_shift(batch["next", "reward"], k) for k in range(horizon)], 2
+            ),
+            "future_terminated": torch.stack(
+                [_shift(batch["next", "terminated"], k) for k in range(horizon)], 2
+            ),
+            "future_valid": torch.stack(steps, 2),
+        },
+        batch_size=mask.shape,
+    )
+    next_obs = batch["next", "observation"]
+    targets.set(
+        "future_observation",
+        torch.stack([next_obs.apply(lambda x, k=k: _shift(x, k)) for k in range(horizon)], 2)
+        if isinstance(next_obs, TensorDict)
+        else torch.stack([_shift(next_obs, k) for k in range(horizon)], 2),
+    )
+    if far:
+        batch_size, length = mask.shape
+        t = torch.arange(length, device=mask.device).expand(batch_size, -1)
+        last = (mask.sum(1, keepdim=True) - 1).clamp_min(0).expand(-1, length)
+        uniform = torch.rand(mask.shape, generator=generator).to(mask.device)
+        span = (last - t + 1).clamp_min(1)
+        random_step = t + (uniform * span).long().clamp_max(span - 1)
+        pick_last = torch.rand(mask.shape, generator=generator).to(mask.device) < far_last_prob
+        target_step = torch.where(pick_last, last, random_step).clamp_min(t)
+        rows = torch.arange(batch_size, device=mask.device)[:, None]
+        targets.set("far_offset", target_step - t)
+        targets.set("far_action", batch["action"][rows, target_step])
+        targets.set("far_reward", batch["next", "reward"][rows, target_step])
+        targets.set("far_valid", mask & (target_step >= t))
+    return targets
