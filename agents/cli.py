@@ -57,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="sync: one process; async: one worker process per env",
     )
     collect.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    pretrain = sub.add_parser(
+        "pretrain",
+        help="SMT-pretrain a teacher and memory module (collects data first if data.path is null)",
+        description="CONFIG is a YAML file (e.g. configs/tmaze.yaml); overrides use dotted keys: "
+        "env.kwargs.length=50 out=runs/x data.episodes=2000 seed=1. "
+        "`smt-rl pretrain --list-keys` lists every key.",
+    )
+    pretrain.add_argument("config", nargs="?", help="YAML config file")
+    pretrain.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    pretrain.add_argument(
+        "--method",
+        choices=("smt", "bptt"),
+        default="smt",
+        help="smt (default) or bptt: the same memory cell trained through time",
+    )
+    pretrain.add_argument("--list-keys", action="store_true", help="list config keys and exit")
+    pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
@@ -79,6 +97,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.no_progress,
             )
             print(json.dumps(vars(result), indent=1))
+        elif args.command == "pretrain":
+            if args.list_keys:
+                from smt_rl.config import describe_config
+                from smt_rl.smt.config import PretrainConfig
+
+                print(describe_config(PretrainConfig))
+                return 0
+            from agents.pipeline import pretrain
+
+            overrides = list(args.overrides)
+            config = args.config
+            if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+                overrides.insert(0, config)  # no file given: the first word is an override
+                config = None
+            summary = pretrain(config, overrides, method=args.method, progress=not args.no_progress)
+            print(json.dumps(summary, indent=1))
     except (SmtRlError, ValueError) as exc:
         print(f"smt-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from envs import make_env
-from smt_rl.data import BehaviourPolicy, CollectionResult, collect_episodes, env_description
+from smt_rl.config import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from smt_rl.data import (
+    BehaviourPolicy,
+    CollectionResult,
+    TrajectoryDataset,
+    collect_episodes,
+    env_description,
+)
+from smt_rl.errors import DatasetError
+from smt_rl.smt.config import PretrainConfig
+from smt_rl.smt.trainer import pretrain_on_dataset
 
 
 def collect(
@@ -55,3 +72,67 @@ def collect(
         vectorization=vectorization,
         progress=progress,
     )
+
+
+def _dataset_for(cfg: PretrainConfig, run_dir: Path, progress: bool) -> TrajectoryDataset:
+    """The dataset ``data.path`` names, or one collected into ``RUN_DIR/data`` (reused if there)."""
+    wanted = env_description(cfg.env.id, cfg.env.kwargs, cfg.env.entry_point)
+    if cfg.data.path is not None:
+        dataset = TrajectoryDataset(cfg.data.path)
+        if dataset.meta["env"] != wanted:
+            raise DatasetError(
+                f"data.path {cfg.data.path!r} holds task {dataset.meta['env']}, but the config "
+                f"asks for {wanted}: point data.path to a dataset of this task, or set "
+                "data.path=null to collect one."
+            )
+        return dataset
+    path = run_dir / "data"
+    have = TrajectoryDataset(path).num_episodes if (path / "meta.json").exists() else 0
+    if have < cfg.data.episodes:
+        collect(
+            cfg.env.id,
+            episodes=cfg.data.episodes - have,
+            out=path,
+            policy=cfg.data.policy,
+            num_envs=cfg.data.num_envs,
+            seed=cfg.seed + have,
+            env_kwargs=cfg.env.kwargs,
+            entry_point=cfg.env.entry_point,
+            progress=progress,
+        )
+    return TrajectoryDataset(path)
+
+
+def pretrain(
+    config: str | os.PathLike | PretrainConfig | None = None,
+    overrides: Sequence[str] = (),
+    method: str = "smt",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """SMT-pretrain a teacher and memory module; same as ``smt-rl pretrain CONFIG [key=value ...]``.
+
+    Collects random-policy trajectories into ``RUN_DIR/data`` first when ``data.path`` is null.
+    The run folder (``out``) receives ``config.yaml``, ``metrics.jsonl``, tensorboard events,
+    ``checkpoint/`` (safetensors weights + JSON) and ``summary.json``.
+
+    Args:
+        config: a YAML file (e.g. ``configs/tmaze.yaml``), a :class:`PretrainConfig`, or None
+            for the defaults.
+        overrides: dotted ``key=value`` strings applied on top (``env.kwargs.length=50``).
+        method: ``"smt"`` or ``"bptt"`` (the same memory cell trained by backpropagation through
+            time, for comparison).
+        progress: show progress bars.
+
+    Returns:
+        The run's summary (also in ``RUN_DIR/summary.json``).
+    """
+    if isinstance(config, PretrainConfig):
+        data = apply_overrides(config_to_dict(config), overrides, cls=PretrainConfig)
+        cfg = config_from_dict(PretrainConfig, data)
+    else:
+        cfg = load_config(PretrainConfig, config, overrides)
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    dataset = _dataset_for(cfg, run_dir, progress)
+    return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress)

@@ -127,8 +127,12 @@ def _yaml_error_text(err: yaml.YAMLError) -> tuple[str, str]:
     if isinstance(err, yaml.MarkedYAMLError):
         mark = err.problem_mark or err.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(p for p in (err.context, err.problem) if p)
-        return where, problem or str(err)
+        problem = err.problem or err.context or str(err)
+        if err.problem and err.context:
+            start = err.context_mark
+            since = f" that starts at line {start.line + 1}" if start and start != mark else ""
+            problem += f" ({err.context}{since})"
+        return where, problem
     return "", str(err)
 
 
@@ -299,10 +303,17 @@ def _looks_numeric(text: str) -> bool:
 def _hint(tp: Any, value: Any, key: str) -> str:
     arms = [a for a in _arms(tp) if a is not _NoneType]
     literals = [a for arm in arms if get_origin(arm) is Literal for a in get_args(arm)]
+    enums = [a for a in arms if isinstance(a, type) and issubclass(a, enum.Enum)]
+    literals += [m.value for e in enums for m in e]
     if literals:
         hint = "use one of " + ", ".join(repr(a) for a in literals)
         close = difflib.get_close_matches(str(value), [str(a) for a in literals], n=1)
         return f"{hint} (did you mean {close[0]!r}?)" if close else hint
+    if any(_dataclass_arm(a) for a in arms) or _mapping_args(tp) is not None:
+        if value is None:
+            return "give it keys, or delete the key if it has none (its default is then used)"
+        return "give a mapping (key: value lines under this key, or {k: v} in an override)"
+    example = "" if "[" in key or " " in key else f", e.g. {key}="
     if value is None:
         return f"give a {_type_name(tp)}; null is not allowed here"
     if isinstance(value, bool) and (int in arms or float in arms):
@@ -312,13 +323,11 @@ def _hint(tp: Any, value: Any, key: str) -> str:
     if (int in arms or float in arms) and isinstance(value, str):
         if _looks_numeric(value):
             return "write the number without quotes"
-        return f"give a number, e.g. {key}=1" if int in arms else f"give a number, e.g. {key}=0.5"
+        return f"give a number{example}{1 if int in arms else 0.5}" if example else "give a number"
     if int in arms and isinstance(value, float):
         return "give a whole number"
     if str in arms and not isinstance(value, str):
         return "quote it in the YAML file to make it text (e.g. '123')"
-    if any(_dataclass_arm(a) for a in arms) or _mapping_args(tp) is not None:
-        return "give a mapping (key: value lines under this key, or {k: v} on an override)"
     return f"give a value of type {_type_name(tp)}"
 
 
@@ -526,7 +535,10 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, path: str = "") -
     ``path`` is the dotted key of ``data`` inside a larger config (used in error messages).
     """
     _check_dataclass(cls)
-    return _build(cls, data, path, None)
+    try:
+        return _build(cls, data, path, None)
+    except _TypeMismatch as err:
+        raise ConfigError(str(err)) from None  # the public type, without the internal frames
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,8 +571,8 @@ def _override_steps(cls: type, parts: list[str], override: str) -> list[_Step]:
             default = default.get(part, _MISSING) if isinstance(default, Mapping) else _MISSING
         else:
             raise ConfigError(
-                f"override {override!r}: '{here}' is a {_type_name(tp)} and has no sub-keys; "
-                f"set it whole, e.g. {here}=<{_type_name(tp)}>"
+                f"override {override!r}: '{here}' is of type {_type_name(tp)}, which has no "
+                f"sub-keys; set it whole, e.g. {here}=<{_type_name(tp)}>"
             )
         steps.append(_Step(tp, default))
     return steps
@@ -595,10 +607,11 @@ def _override_value(override: str, text: str, tp: Any) -> Any:
             if get_origin(arm) is Literal and text in get_args(arm):
                 return text  # e.g. Literal["on", "off"], which YAML would read as booleans
             if arm in (int, float) and (problem is not None or isinstance(parsed, str)):
-                try:
-                    return arm(text.strip())
-                except ValueError:
-                    pass
+                for candidate in (text, parsed):  # ``n=1e-3`` or ``n='3'``: numbers as text
+                    try:
+                        return arm(candidate.strip())
+                    except (AttributeError, ValueError):
+                        pass
     if problem is not None:
         raise ConfigError(
             f"override {override!r}: the value is not valid YAML ({problem}); fix it or quote it"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 
 def rms_normalize(memory: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Scale each memory token (last dim) to unit root-mean-square: ``(..., K, d) -> (..., K, d)``."""
+    """Scale each memory token (last dim) to unit root-mean-square: ``(..., K, d)`` in and out."""
     return memory * torch.rsqrt(memory.pow(2).mean(-1, keepdim=True) + eps)
 
 
@@ -19,7 +20,7 @@ def symlog(x: torch.Tensor) -> torch.Tensor:
 
 
 def sinusoidal_features(index: torch.Tensor, num_features: int, max_period: float = 4096.0):
-    """``(...,)`` integer positions -> ``(..., num_features)`` sin/cos features at geometric periods."""
+    """Integer positions ``(...,)`` -> sin/cos features ``(..., num_features)``."""
     half = num_features // 2
     freqs = torch.exp(
         -math.log(max_period) * torch.arange(half, device=index.device, dtype=torch.float32) / half
@@ -31,7 +32,7 @@ def sinusoidal_features(index: torch.Tensor, num_features: int, max_period: floa
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.GELU) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation())

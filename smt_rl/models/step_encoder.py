@@ -128,7 +128,7 @@ class SpaceEmbedding(nn.Module):
 
 
 class StepEncoder(nn.Module):
-    """``x_t`` embedding: a TensorDict of batch ``(...)`` with :data:`STEP_INPUT_KEYS` -> ``(..., dim)``.
+    """The ``x_t`` embedding: TensorDict ``(...)`` with :data:`STEP_INPUT_KEYS` -> ``(..., dim)``.
 
     ``x_t`` = LayerNorm(E_obs(o_t) + E_act(a_{t-1}) + E_rew(symlog r_{t-1}) + E_init(is_init)
     + E_step(sinusoidal(step_count))). At the first step of an episode ``a_{t-1}`` and ``r_{t-1}``

@@ -132,12 +132,16 @@ class SpaceHead(nn.Module):
         if isinstance(space, spaces.Discrete):
             logits = self.net(h)
             goal = (target.long() - int(space.start)).clamp(0, int(space.n) - 1)
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), goal.reshape(-1), reduction="none").view(lead)
+            return F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), goal.reshape(-1), reduction="none"
+            ).view(lead)
         if isinstance(space, spaces.MultiDiscrete):
             goal = target.long().reshape(*lead, -1) - self.start
             parts = self.net(h).split(self.nvec, -1)
             losses = [
-                F.cross_entropy(p.reshape(-1, n), goal[..., i].reshape(-1).clamp(0, n - 1), reduction="none")
+                F.cross_entropy(
+                    p.reshape(-1, n), goal[..., i].reshape(-1).clamp(0, n - 1), reduction="none"
+                )
                 for i, (p, n) in enumerate(zip(parts, self.nvec, strict=True))
             ]
             return torch.stack(losses, -1).mean(-1).view(lead)
@@ -227,7 +231,7 @@ class PredictiveDecoder(nn.Module):
             self.terminated(h).squeeze(-1), term.float(), reduction="none"
         )
         out["terminated"] = _balanced_mean(term_err, term.long(), valid, 2)
-        if "far_reward" in targets.keys():
+        if "far_reward" in targets:
             far_reward = targets["far_reward"]
             far_err = (
                 self.far_reward(memory, targets["far_action"], targets["far_offset"])

@@ -15,7 +15,7 @@ from smt_rl.smt.targets import predictive_targets
 def previous_memory(model: SMTModel, memory: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
     """``m_{t-1}`` for every position: the memory one step earlier, or the cell's initial state at
     an episode start. ``memory (B, T, K, d), is_init (B, T) -> (B, T, K, d)``."""
-    batch, steps = is_init.shape
+    batch = is_init.shape[0]
     init = model.cell.initial_state(batch).to(memory.dtype)
     shifted = torch.cat([init.unsqueeze(1), memory[:, :-1]], 1)
     return torch.where(is_init[..., None, None], init.unsqueeze(1).expand_as(memory), shifted)
@@ -64,7 +64,10 @@ def smt_loss(
     x = model.step_encoder(batch)
     labels = model.teacher(x)
     targets = predictive_targets(
-        batch, model.cfg.horizon, far=cfg.c_far > 0, far_last_prob=cfg.far_last_prob,
+        batch,
+        model.cfg.horizon,
+        far=cfg.c_far > 0,
+        far_last_prob=cfg.far_last_prob,
         generator=generator,
     )
     terms = model.decoder.losses(labels, targets)
@@ -79,10 +82,14 @@ def smt_loss(
     loss = cfg.c_pred * pred + cfg.c_dyn * dyn + cfg.c_unif * unif
     metrics = {"loss/total": loss, "loss/pred": pred, "loss/dyn": dyn, "loss/unif": unif}
     metrics.update({f"loss/pred_{k}": v for k, v in terms.items()})
-    return loss, {k: float(v) for k, v in metrics.items()}
+    return loss, {
+        k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in metrics.items()
+    }
 
 
-def dmt_offline_loss(model: SMTModel, batch: TensorDictBase) -> tuple[torch.Tensor, dict[str, float]]:
+def dmt_offline_loss(
+    model: SMTModel, batch: TensorDictBase
+) -> tuple[torch.Tensor, dict[str, float]]:
     """DMT on logged data with the teacher frozen: ``||f(sg(m^s_{t-1}), x_t) - m*_t||^2``.
 
     ``m^s`` is the cell run alone (no grad) from its initial state over the sequence; only the
@@ -98,4 +105,38 @@ def dmt_offline_loss(model: SMTModel, batch: TensorDictBase) -> tuple[torch.Tens
     err = (one_step(model, prev, x) - labels).pow(2).mean((-2, -1))
     valid = mask & is_init[:, :1]
     loss = masked_mean(err, valid)
-    return loss, {"dmt/loss": float(loss)}
+    return loss, {"dmt/loss": float(loss.detach())}
+
+
+def bptt_loss(
+    model: SMTModel,
+    batch: TensorDictBase,
+    cfg: SMTConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The baseline SMT replaces: train the cell by backpropagation through time.
+
+    The cell is unrolled over the whole sequence with gradients kept (a chain of T applications
+    of ``f``), and the decoder's predictive loss (the same targets as SMT's, far target included)
+    is taken on the student's own memories. No teacher. Used for benchmarks and ablations.
+    """
+    x = model.step_encoder(batch)
+    is_init = batch["is_init"]
+    memory = model.cell.initial_state(x.shape[0])
+    states = []
+    for t in range(x.shape[1]):
+        memory = model.cell.step(model.cell.reset_where(memory, is_init[:, t]), x[:, t])
+        states.append(memory)
+    student = torch.stack(states, 1)
+    targets = predictive_targets(
+        batch,
+        model.cfg.horizon,
+        far=cfg.c_far > 0,
+        far_last_prob=cfg.far_last_prob,
+        generator=generator,
+    )
+    terms = model.decoder.losses(student, targets)
+    pred = terms["obs"] + terms["reward"] + terms["terminated"] + cfg.c_far * terms.get("far", 0.0)
+    metrics = {"loss/total": float(pred.detach()), "loss/pred": float(pred.detach())}
+    metrics.update({f"loss/pred_{k}": float(v.detach()) for k, v in terms.items()})
+    return cfg.c_pred * pred, metrics

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from gymnasium import spaces
 from tensordict import TensorDictBase
-import torch
 from torch import nn
 
 from smt_rl.models import CELLS, PredictiveDecoder, StepEncoder, TeacherEncoder

@@ -1,0 +1,102 @@
+"""Checkpoints: weights as safetensors plus a JSON description; never executes code on load.
+
+A checkpoint folder holds ``model.safetensors`` and ``checkpoint.json`` (kind, config, spaces and
+the SHA-256 of the weights file). Both are written atomically, weights first; the JSON is the
+commit point, so a killed save leaves the previous checkpoint readable or none at all, and a
+weights file that does not match its JSON (truncated, swapped) is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from smt_rl.errors import SmtRlError
+from smt_rl.io import atomic_write_bytes, atomic_write_json
+
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "checkpoint.json"
+FORMAT = "smt_rl.checkpoint"
+
+
+class CheckpointError(SmtRlError, ValueError):
+    """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+def save_checkpoint(folder: str | os.PathLike, module: nn.Module, spec: dict[str, Any]) -> Path:
+    """Write ``module``'s weights and the description ``spec`` (JSON-ready) into ``folder``."""
+    folder = Path(folder)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    data = save_safetensors(tensors)
+    atomic_write_bytes(folder / WEIGHTS_FILE, data)
+    atomic_write_json(
+        folder / SPEC_FILE,
+        {"format": FORMAT, **spec, "weights_sha256": hashlib.sha256(data).hexdigest()},
+    )
+    return folder
+
+
+def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify a checkpoint folder: ``(spec, tensors)``; clear errors when it is not one."""
+    folder = Path(folder)
+    spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist; check the path.")
+    if not spec_path.is_file() or not weights_path.is_file():
+        raise CheckpointError(
+            f"{str(folder)!r} is not a smt_rl checkpoint: it needs {SPEC_FILE} and {WEIGHTS_FILE} "
+            "(written by `smt-rl pretrain` / `train`). Pickled torch files are never loaded."
+        )
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{spec_path} is corrupt ({exc}); re-run the training.") from exc
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise CheckpointError(f"{spec_path} is not a smt_rl checkpoint description.")
+    data = weights_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != spec.get("weights_sha256"):
+        raise CheckpointError(
+            f"{weights_path} does not match {SPEC_FILE} (truncated, corrupt or replaced); "
+            "re-run the training or restore the file."
+        )
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"{weights_path} is not a valid safetensors file: {exc}") from exc
+    return spec, tensors
+
+
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``tensors`` into ``module`` exactly: missing, unexpected or mis-shaped tensors raise
+    :class:`CheckpointError` (the checkpoint comes from another architecture or config)."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:5]}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            details.append(
+                "shape mismatch "
+                + ", ".join(
+                    f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]
+                )
+            )
+        raise CheckpointError(
+            f"checkpoint {source} does not fit this model ({'; '.join(details)}): it was saved "
+            "from another architecture or config; load it with the config it was saved with."
+        )
+    module.load_state_dict(tensors)
