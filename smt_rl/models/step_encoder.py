@@ -39,8 +39,8 @@ class BoxScaler(nn.Module):
         low = np.broadcast_to(space.low, space.shape).astype(np.float64)
         high = np.broadcast_to(space.high, space.shape).astype(np.float64)
         finite = np.isfinite(low) & np.isfinite(high) & (high > low)
-        center = np.where(finite, (high + low) / 2, 0.0)
-        half = np.where(finite, (high - low) / 2, 1.0)
+        low, high = np.where(finite, low, -1.0), np.where(finite, high, 1.0)
+        center, half = (high + low) / 2, (high - low) / 2
         self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32), False)
         self.register_buffer("half_range", torch.as_tensor(half, dtype=torch.float32), False)
         self.register_buffer("finite", torch.as_tensor(finite), False)

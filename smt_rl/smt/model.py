@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from gymnasium import spaces
 from tensordict import TensorDictBase
@@ -55,3 +57,28 @@ class SMTModel(nn.Module):
     def student_memory(self, batch: TensorDictBase) -> torch.Tensor:
         """The cell run alone from its initial state over ``batch (B, T)``: ``(B, T, K, d)``."""
         return self.cell.scan(self.step_encoder(batch), batch["is_init"])
+
+
+def load_smt_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SMTModel:
+    """Rebuild an :class:`SMTModel` from a checkpoint folder (``RUN_DIR/checkpoint``).
+
+    Raises:
+        CheckpointError: missing, corrupt or foreign checkpoint, or weights that do not fit.
+    """
+    from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint
+    from smt_rl.config import config_from_dict
+    from smt_rl.errors import ConfigError
+    from smt_rl.spaces import space_from_dict
+
+    spec, tensors = read_checkpoint(path)
+    if spec.get("kind") != "smt_model":
+        raise CheckpointError(f"{path} holds a {spec.get('kind')!r} checkpoint, not an SMT model.")
+    try:
+        cfg = config_from_dict(ModelConfig, spec["model"])
+        obs_space = space_from_dict(spec["observation_space"])
+        act_space = space_from_dict(spec["action_space"])
+    except (KeyError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: checkpoint.json is incomplete or invalid ({exc}).") from exc
+    model = SMTModel(cfg, obs_space, act_space)
+    load_weights(model, tensors, str(path))
+    return model.to(device)
