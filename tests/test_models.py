@@ -133,6 +133,18 @@ def test_teacher_context_limits_attention():
     assert not torch.allclose(full(x)[0, 11], full(changed)[0, 11])
 
 
+def test_teacher_handles_context_1024_on_longer_sequences():
+    torch.manual_seed(0)
+    teacher = TeacherEncoder(8, 16, 1, 2, context=1024, num_tokens=1, token_dim=4)
+    x = torch.randn(1, 1100, 8)
+    changed = x.clone()
+    changed[0, 0] += 5.0
+    base, after = teacher(x), teacher(changed)
+    assert base.shape == (1, 1100, 1, 4)
+    assert not torch.allclose(base[0, 1023], after[0, 1023])  # step 0 is within 1024 steps
+    torch.testing.assert_close(base[0, 1024:], after[0, 1024:])  # ... and beyond them, not
+
+
 def test_decoder_offset_k_ignores_later_actions():
     torch.manual_seed(0)
     decoder = PredictiveDecoder(spaces.Discrete(3), spaces.Discrete(4), 16, 32, horizon=3)

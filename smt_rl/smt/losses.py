@@ -47,6 +47,29 @@ def uniformity(memory: torch.Tensor, mask: torch.Tensor, max_points: int = 256) 
     return torch.logsumexp(-2 * sq[off_diag], 0) - torch.log(torch.tensor(float(off_diag.sum())))
 
 
+def predictive_loss(
+    model: SMTModel,
+    memory: torch.Tensor,
+    batch: TensorDictBase,
+    cfg: SMTConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The decoder's loss from ``memory (B, T, K, d)`` on ``batch``'s futures: (total, terms).
+
+    total = obs + reward + terminated + ``c_far`` * far (each term a mean over valid positions).
+    """
+    targets = predictive_targets(
+        batch,
+        model.cfg.horizon,
+        far=cfg.c_far > 0,
+        far_last_prob=cfg.far_last_prob,
+        generator=generator,
+    )
+    terms = model.decoder.losses(memory, targets)
+    total = terms["obs"] + terms["reward"] + terms["terminated"] + cfg.c_far * terms.get("far", 0.0)
+    return total, terms
+
+
 def smt_loss(
     model: SMTModel,
     batch: TensorDictBase,
@@ -63,15 +86,7 @@ def smt_loss(
     mask, is_init = batch["mask"], batch["is_init"]
     x = model.step_encoder(batch)
     labels = model.teacher(x)
-    targets = predictive_targets(
-        batch,
-        model.cfg.horizon,
-        far=cfg.c_far > 0,
-        far_last_prob=cfg.far_last_prob,
-        generator=generator,
-    )
-    terms = model.decoder.losses(labels, targets)
-    pred = terms["obs"] + terms["reward"] + terms["terminated"] + cfg.c_far * terms.get("far", 0.0)
+    pred, terms = predictive_loss(model, labels, batch, cfg, generator)
     prev = previous_memory(model, labels, is_init)
     if cfg.dyn_input_noise > 0:
         prev = rms_normalize(prev + cfg.dyn_input_noise * torch.randn_like(prev))
@@ -128,15 +143,7 @@ def bptt_loss(
         memory = model.cell.step(model.cell.reset_where(memory, is_init[:, t]), x[:, t])
         states.append(memory)
     student = torch.stack(states, 1)
-    targets = predictive_targets(
-        batch,
-        model.cfg.horizon,
-        far=cfg.c_far > 0,
-        far_last_prob=cfg.far_last_prob,
-        generator=generator,
-    )
-    terms = model.decoder.losses(student, targets)
-    pred = terms["obs"] + terms["reward"] + terms["terminated"] + cfg.c_far * terms.get("far", 0.0)
+    pred, terms = predictive_loss(model, student, batch, cfg, generator)
     metrics = {"loss/total": float(pred.detach()), "loss/pred": float(pred.detach())}
     metrics.update({f"loss/pred_{k}": float(v.detach()) for k, v in terms.items()})
     return cfg.c_pred * pred, metrics

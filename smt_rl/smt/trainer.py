@@ -121,6 +121,7 @@ def model_spec(model: SMTModel, cfg: PretrainConfig, extra: dict[str, Any]) -> d
 
     return {
         "kind": "smt_model",
+        "config": config_to_dict(cfg),
         "model": config_to_dict(cfg.model),
         "observation_space": space_to_dict(model.observation_space),
         "action_space": space_to_dict(model.action_space),
