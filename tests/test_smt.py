@@ -59,7 +59,6 @@ def _overrides(data, out, **extra):
 
 def test_memory_module_alone_recalls_the_cue_after_smt(tmp_path, tmaze50):
     """The acceptance test: length 50, random-policy data, CPU, well under a few minutes."""
-    torch.set_num_threads(2)
     summary = pretrain("configs/tmaze.yaml", _overrides(tmaze50, tmp_path / "run"), progress=False)
     # the memory module, rolled out alone from its initial state on held-out episodes:
     assert summary["probe/cue_accuracy"] >= 0.95
