@@ -64,7 +64,8 @@ class SMTConfig:
     far_last_prob: float = 0.5  # chance a far target is the window's last step (else uniform)
     dyn_input_noise: float = 0.0  # std of noise added to m*_{t-1} fed to f (robustness to drift)
     dmt_updates: int = 250  # offline DMT updates (teacher frozen, student on its own states)
-    dmt_lr: float = 1e-3  # learning rate of the offline DMT phase
+    dmt_lr: float = 1e-4  # offline DMT learning rate (1e-3 broke a working module at length 200)
+    dmt_revert_if_worse: bool = True  # restore the pre-DMT module if held-out rollouts got worse
     eval_every: int = 250  # updates between evaluations (rollout drift, probes)
     log_every: int = 25  # updates between metric lines
     compile: bool = False  # torch.compile the teacher (CUDA only)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -115,6 +116,14 @@ def evaluate(
     return metrics, curve
 
 
+def _held_out_score(metrics: dict[str, float]) -> tuple[float, float]:
+    """Lower is better: the junction reward-sign probe when there is one, then rollout drift."""
+    return (
+        -metrics.get("probe/junction_reward_sign", 0.0),
+        metrics.get("rollout/memory_mse", 0.0),
+    )
+
+
 def model_spec(model: SMTModel, cfg: PretrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON description saved beside the weights: enough to rebuild the model."""
     from smt_rl.config import config_to_dict
@@ -206,17 +215,22 @@ def pretrain_on_dataset(
             smt.lr,
             lambda b: smt_loss(model, b, smt, generator),
         )
-        dmt_metrics = (
-            run_phase(
+        dmt_metrics: dict[str, float] = {}
+        if smt.dmt_updates > 0:
+            before = copy.deepcopy(model.cell.state_dict())
+            dmt_metrics = run_phase(
                 "dmt",
                 smt.dmt_updates,
                 list(model.cell.parameters()),
                 smt.dmt_lr,
                 lambda b: dmt_offline_loss(model, b),
             )
-            if smt.dmt_updates > 0
-            else {}
-        )
+            reverted = smt.dmt_revert_if_worse and _held_out_score(dmt_metrics) > _held_out_score(
+                smt_metrics
+            )
+            if reverted:
+                model.cell.load_state_dict(before)
+            dmt_metrics["dmt/reverted"] = float(reverted)
     elif method == "bptt":
         smt_metrics = run_phase(
             "bptt",
@@ -250,6 +264,11 @@ def pretrain_on_dataset(
         "wall_s": round(wall, 3),
         **{k: v for k, v in smt_metrics.items() if k.startswith("loss/")},
         **{k: v for k, v in dmt_metrics.items() if k.startswith("dmt/")},
+        **{
+            f"pre_dmt/{k}": v
+            for k, v in smt_metrics.items()
+            if dmt_metrics and k.startswith(("rollout/", "probe/"))
+        },
         **final,
     }
     atomic_write_json(run_dir / "summary.json", summary)
