@@ -1,5 +1,6 @@
 """Agents and pipeline steps built on the smt_rl core and the envs tasks."""
 
-from agents.pipeline import collect, pretrain
+from agents.pipeline import collect, evaluate, pretrain, train
+from agents.smt_ppo import SMTPPO
 
-__all__ = ["collect", "pretrain"]
+__all__ = ["SMTPPO", "collect", "evaluate", "pretrain", "train"]

@@ -75,7 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pretrain.add_argument("--list-keys", action="store_true", help="list config keys and exit")
     pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train = sub.add_parser(
+        "train",
+        help="the whole pipeline: collect, SMT-pretrain, PPO x DMT, evaluate",
+        description="CONFIG is a YAML file (e.g. configs/tmaze.yaml) with key=value overrides. "
+        "`smt-rl train --list-keys` lists every key.",
+    )
+    train.add_argument("config", nargs="?", help="YAML config file")
+    train.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    train.add_argument("--list-keys", action="store_true", help="list config keys and exit")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    evaluate = sub.add_parser("eval", help="deterministic evaluation of a trained run")
+    evaluate.add_argument("run_dir", help="run folder written by `smt-rl train`")
+    evaluate.add_argument("--episodes", type=_positive_int, default=None, help="episodes")
     return parser
+
+
+def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """(config file, overrides); a first word with '=' that is no YAML file is an override."""
+    overrides = list(args.overrides)
+    config = args.config
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        overrides.insert(0, config)
+        config = None
+    return config, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,13 +130,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             from agents.pipeline import pretrain
 
-            overrides = list(args.overrides)
-            config = args.config
-            if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
-                overrides.insert(0, config)  # no file given: the first word is an override
-                config = None
+            config, overrides = _split_config(args)
             summary = pretrain(config, overrides, method=args.method, progress=not args.no_progress)
             print(json.dumps(summary, indent=1))
+        elif args.command == "train":
+            if args.list_keys:
+                from agents.config import TrainConfig
+                from smt_rl.config import describe_config
+
+                print(describe_config(TrainConfig))
+                return 0
+            from agents.pipeline import train
+
+            config, overrides = _split_config(args)
+            print(json.dumps(train(config, overrides, progress=not args.no_progress), indent=1))
+        elif args.command == "eval":
+            from agents.pipeline import evaluate
+
+            print(json.dumps(evaluate(args.run_dir, args.episodes), indent=1))
     except (SmtRlError, ValueError) as exc:
         print(f"smt-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2

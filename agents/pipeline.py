@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.config import TrainConfig
 from envs import make_env
 from smt_rl.config import (
     apply_overrides,
@@ -24,6 +26,7 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.errors import DatasetError
+from smt_rl.io import atomic_write_json
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.trainer import pretrain_on_dataset
 
@@ -136,3 +139,90 @@ def pretrain(
     save_config(cfg, run_dir / "config.yaml")
     dataset = _dataset_for(cfg, run_dir, progress)
     return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress)
+
+
+def train(
+    config: str | os.PathLike | TrainConfig | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole pipeline; same as ``smt-rl train CONFIG [key=value ...]``.
+
+    Collect logged trajectories (or reuse ``data.path``), SMT-pretrain (into ``RUN_DIR/pretrain``),
+    PPO x DMT for ``total_timesteps`` env steps, then a deterministic evaluation on fresh seeds.
+    The run folder gets ``config.yaml``, ``metrics.jsonl``, tensorboard events, ``checkpoint/``
+    (the agent) and ``summary.json``.
+    """
+    from agents.config import TrainConfig
+    from agents.evaluate import evaluate_agent
+    from agents.smt_ppo import SMTPPO
+    from smt_rl.run_logger import RunLogger
+    from smt_rl.smt.model import load_smt_model
+
+    if isinstance(config, TrainConfig):
+        cfg = config_from_dict(
+            TrainConfig, apply_overrides(config_to_dict(config), overrides, cls=TrainConfig)
+        )
+    else:
+        cfg = load_config(TrainConfig, config, overrides)
+    started = time.perf_counter()
+    run_dir = Path(cfg.out)
+    env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
+    probe_env = env_fn()  # a bad task or kwarg fails here, before anything is written
+    try:
+        from smt_rl.spaces import check_space
+
+        check_space(probe_env.observation_space, "observation_space")
+        check_space(probe_env.action_space, "action_space")
+    finally:
+        probe_env.close()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    dataset = _dataset_for(cfg, run_dir, progress)
+    pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)
+    model = load_smt_model(run_dir / "pretrain" / "checkpoint")
+    agent = SMTPPO(model, cfg, env_fn, cfg.device)
+    logger = RunLogger(run_dir)
+    agent.logger = lambda step, metrics: logger.log(step, metrics, phase="rl")
+    try:
+        agent.learn(cfg.total_timesteps, progress_bar=progress)
+    finally:
+        logger.close()
+    agent.save(run_dir / "checkpoint")
+    evaluation = evaluate_agent(
+        agent, env_fn, cfg.eval.episodes, cfg.seed + cfg.eval.seed_offset, cfg.eval.deterministic
+    )
+    summary = {
+        "env_id": cfg.env.id,
+        "algo": cfg.algo,
+        "seed": cfg.seed,
+        "env_steps": agent.num_timesteps,
+        "pretrain_env_steps": dataset.num_steps,
+        "wall_s": round(time.perf_counter() - started, 3),
+        **evaluation,
+        **{f"pretrain/{k}": v for k, v in pre.items() if k.startswith(("probe/", "rollout/"))},
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def evaluate(run_dir: str | os.PathLike, episodes: int | None = None) -> dict[str, Any]:
+    """Deterministic evaluation of the agent saved in ``run_dir`` on fresh seeds; same as
+    ``smt-rl eval RUN_DIR [--episodes N]``. Writes ``RUN_DIR/eval.json``."""
+    from agents.evaluate import evaluate_agent
+    from agents.smt_ppo import SMTPPO
+
+    run_dir = Path(run_dir)
+    agent = SMTPPO.load(run_dir / "checkpoint")
+    cfg = agent.cfg
+    env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
+    result = evaluate_agent(
+        agent,
+        env_fn,
+        episodes or cfg.eval.episodes,
+        cfg.seed + 2 * cfg.eval.seed_offset,
+        cfg.eval.deterministic,
+    )
+    result = {"env_id": cfg.env.id, "algo": cfg.algo, **result}
+    atomic_write_json(run_dir / "eval.json", result)
+    return result

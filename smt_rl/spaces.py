@@ -137,3 +137,12 @@ def tensor_to_numpy(space: spaces.Space, value: torch.Tensor | TensorDict) -> An
     if isinstance(space, spaces.Discrete):
         return array.astype(np.int64, copy=False)
     return array.astype(space.dtype, copy=False)
+
+
+def stack_observations(observations: list[Any], space: spaces.Space) -> Any:
+    """Stack K single observations into the batched numpy form a vector env returns."""
+    if isinstance(space, spaces.Dict):
+        return {
+            k: stack_observations([o[k] for o in observations], s) for k, s in space.spaces.items()
+        }
+    return np.stack([np.asarray(o) for o in observations])

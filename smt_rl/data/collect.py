@@ -19,7 +19,7 @@ from smt_rl.data.policies import BehaviourPolicy, resolve_policy
 from smt_rl.data.vector import as_action_list, make_envs
 from smt_rl.data.writer import TrajectoryWriter
 from smt_rl.errors import ConfigError
-from smt_rl.spaces import check_space, leaf_spaces, torch_dtype
+from smt_rl.spaces import check_space, leaf_spaces, stack_observations, torch_dtype
 
 
 @dataclass
@@ -185,7 +185,7 @@ def collect_episodes(
         bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="collect")
         copy_observation = stacker.copy_observation
         while finished < episodes:
-            batch_obs = _stack_batch(observations, obs_space) if behaviour.observes else None
+            batch_obs = stack_observations(observations, obs_space) if behaviour.observes else None
             actions = as_action_list(behaviour.act(batch_obs, episode_start))
             for i, res in enumerate(envs.step(actions)):
                 ep = running[i]
@@ -239,10 +239,3 @@ def collect_episodes(
         dataset_episodes=writer.meta["num_episodes"],
         dataset_steps=writer.meta["num_steps"],
     )
-
-
-def _stack_batch(observations: list[Any], space: spaces.Space) -> Any:
-    """Stack K single observations into the batched numpy form a vector env returns."""
-    if isinstance(space, spaces.Dict):
-        return {k: _stack_batch([o[k] for o in observations], s) for k, s in space.spaces.items()}
-    return np.stack([np.asarray(o) for o in observations])

@@ -12,9 +12,8 @@ class EnvConfig:
 
     id: str | None = "smt_rl/PassiveTMaze-v0"  # registered gymnasium id (or a name for entry_point)
     kwargs: dict[str, Any] = field(default_factory=dict)  # environment constructor arguments
-    entry_point: str | None = (
-        None  # "package.module:Class" of your own env, instead of the registry
-    )
+    entry_point: str | None = None  # "package.module:Class" of your own env (instead of the id)
+    num_envs: int = 8  # environments stepped together by the agent (collection: data.num_envs)
 
 
 @dataclass

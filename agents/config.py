@@ -1,0 +1,58 @@
+"""Typed configuration of ``smt-rl train``: SMT pretraining plus the PPO x DMT agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from smt_rl.smt.config import PretrainConfig
+
+
+@dataclass
+class PPOConfig:
+    """Clipped PPO with GAE on stored memory states (single-step minibatches)."""
+
+    n_steps: int = 128  # steps per environment per rollout
+    epochs: int = 4  # passes over each rollout
+    minibatch_size: int = 256  # single steps per minibatch
+    lr: float = 3e-4  # Adam learning rate of the actor/critic heads
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
+    clip: float = 0.2  # PPO ratio clip
+    ent_coef: float = 0.01  # entropy bonus
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5  # gradient clipping of the heads
+    hidden: int = 128  # width of the actor/critic MLPs
+
+
+@dataclass
+class DMTConfig:
+    """On-policy DAgger over memory states, interleaved with PPO (teacher frozen)."""
+
+    enabled: bool = True  # train the memory cell on the agent's own visited states
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd (momentum 0.9): AdamW diverged online
+    lr: float = 1e-3  # learning rate of the memory cell
+    updates_per_rollout: int = 8  # DMT minibatch updates after each rollout
+    batch_size: int = 256  # (memory, input, label) triples per DMT update
+    replay_size: int = 50_000  # recent on-policy steps kept for DMT (DAgger aggregation)
+    anchor_coef: float = 1.0  # weight of ||f(m*_{t-1}, x_t) - m*_t||^2 beside the DAgger term
+
+
+@dataclass
+class EvalConfig:
+    """Final deterministic evaluation on fresh seeds."""
+
+    episodes: int = 100  # evaluation episodes
+    deterministic: bool = True  # greedy actions
+    seed_offset: int = 10_000  # evaluation envs are seeded with seed + seed_offset + i
+
+
+@dataclass
+class TrainConfig(PretrainConfig):
+    """``smt-rl train``: collect, SMT-pretrain, PPO x DMT, evaluate."""
+
+    algo: Literal["smt_ppo"] = "smt_ppo"  # the agent (baselines come with their own algo names)
+    total_timesteps: int = 50_000  # environment steps of the RL phase
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # policy optimisation
+    dmt: DMTConfig = field(default_factory=DMTConfig)  # on-policy memory training
+    eval: EvalConfig = field(default_factory=EvalConfig)  # final evaluation

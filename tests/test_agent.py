@@ -1,0 +1,121 @@
+"""The SMT agent end to end: PPO on the memory module's own state, DMT, save/load/predict."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.cli import main
+from agents.pipeline import train
+from agents.smt_ppo import SMTPPO
+from envs import make_env
+from smt_rl.errors import ConfigError, SpaceError
+
+TMAZE = "smt_rl/PassiveTMaze-v0"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """PassiveTMaze length 20 trained from scratch through the whole pipeline."""
+    out = tmp_path_factory.mktemp("runs") / "tm20"
+    overrides = [
+        "env.kwargs.length=20",
+        f"out={out}",
+        "data.episodes=500",
+        "smt.updates=200",
+        "smt.dmt_updates=50",
+        "smt.eval_every=1000",
+        "total_timesteps=8192",
+        "ppo.n_steps=64",
+        "eval.episodes=100",
+    ]
+    summary = train("configs/tmaze.yaml", overrides, progress=False)
+    return out, summary
+
+
+def test_pipeline_solves_tmaze_20_from_scratch(trained_run):
+    out, summary = trained_run
+    assert summary["eval/success_rate"] >= 0.9
+    assert summary["eval/episodes"] == 100
+    assert summary["eval/return_mean"] >= 0.8
+    for key in ("env_id", "algo", "seed", "env_steps", "wall_s", "eval/return_std"):
+        assert key in summary
+    assert summary["env_steps"] >= 8192
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoint/model.safetensors",
+        "pretrain/summary.json",
+    ):
+        assert (out / name).is_file(), name
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rl = [x for x in lines if x["phase"] == "rl"]
+    assert rl and {"ppo/policy_loss", "dmt/loss", "dmt/memory_mse"} <= set(rl[-1])
+    # the stochastic policy learned too (not only its greedy version): it starts near 0.5
+    assert rl[0]["rollout/success_rate"] < 0.8 and rl[-1]["rollout/success_rate"] >= 0.85
+    assert rl[-1]["dmt/memory_mse"] < 0.05  # on-policy memory stays close to the teacher
+
+
+def test_save_load_predict_gives_the_same_actions(trained_run, tmp_path):
+    out, _ = trained_run
+    agent = SMTPPO.load(out / "checkpoint")
+    agent.save(tmp_path / "copy")
+    again = SMTPPO.load(tmp_path / "copy")
+    env = make_env(TMAZE, {"length": 20})
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        state_a = state_b = None
+        start, reward, done = np.array([True]), np.zeros(1), False
+        while not done:
+            act_a, state_a = agent.predict(obs[None], state_a, start, True, reward=reward)
+            act_b, state_b = again.predict(obs[None], state_b, start, True, reward=reward)
+            assert np.array_equal(act_a, act_b)
+            torch.testing.assert_close(state_a.memory, state_b.memory)
+            obs, r, term, trunc, info = env.step(int(act_a[0]))
+            start, reward, done = np.array([False]), np.array([r]), term or trunc
+        assert info["success"]  # the loaded agent solves it too
+    # `smt-rl eval` on the run folder
+    assert main(["eval", str(out), "--episodes", "20"]) == 0
+    assert json.loads((out / "eval.json").read_text())["eval/success_rate"] >= 0.9
+
+
+def test_ppo_update_never_backpropagates_into_the_memory(trained_run):
+    out, _ = trained_run
+    agent = SMTPPO.load(out / "checkpoint", functools.partial(make_env, TMAZE, {"length": 20}))
+    agent.cfg.dmt.enabled = False
+    seen = {}
+    original = agent._ppo_update
+
+    def spy(batch, last_value):
+        seen["requires_grad"] = [k for k, v in batch.items() if v.requires_grad]
+        result = original(batch, last_value)
+        seen["cell_grads"] = [p.grad for p in agent.model.cell.parameters()]
+        seen["encoder_grads"] = [p.grad for p in agent.model.step_encoder.parameters()]
+        seen["policy_grads"] = [p.grad for p in agent.policy.parameters()]
+        return result
+
+    agent._ppo_update = spy
+    agent.learn(agent.num_timesteps + 8 * agent.cfg.ppo.n_steps, progress_bar=False)
+    assert seen["requires_grad"] == []  # stored memories and inputs carry no graph
+    assert all(g is None for g in seen["cell_grads"] + seen["encoder_grads"])
+    assert any(g is not None for g in seen["policy_grads"])
+
+
+class _TextEnv(gym.Env):
+    observation_space = gym.spaces.Text(5)
+    action_space = gym.spaces.Discrete(2)
+
+
+def test_bad_input_fails_before_training(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"ppo\.lrr"):
+        train("configs/tmaze.yaml", ["ppo.lrr=1", f"out={tmp_path / 'a'}"], progress=False)
+    monkeypatch.setattr("envs.registry.gym.make", lambda *a, **k: _TextEnv(), raising=False)
+    with pytest.raises(SpaceError, match="observation_space"):
+        train("configs/tmaze.yaml", [f"out={tmp_path / 'b'}"], progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
