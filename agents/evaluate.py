@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from smt_rl.data.vector import InProcessEnvs
+from smt_rl.spaces import stack_observations
 
 
 def evaluate_agent(
@@ -36,7 +37,7 @@ def evaluate_agent(
         lengths: list[int] = []
         steps = np.zeros(num_envs, dtype=np.int64)
         while len(returns) < episodes:
-            batch = _stack(observations)
+            batch = stack_observations(observations, envs.single_observation_space)
             actions, state = agent.predict(batch, state, starts, deterministic, reward=rewards)
             results = envs.step(actions)
             for i, res in enumerate(results):
@@ -61,9 +62,3 @@ def evaluate_agent(
         "eval/episodes": len(returns),
         "eval/length_mean": float(np.mean(lengths)),
     }
-
-
-def _stack(observations: list[Any]) -> Any:
-    if isinstance(observations[0], dict):
-        return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-    return np.stack([np.asarray(o) for o in observations])

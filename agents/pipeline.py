@@ -77,6 +77,14 @@ def collect(
     )
 
 
+def _resolve_config(cls: type, config: Any, overrides: Sequence[str]) -> Any:
+    """A validated ``cls`` config from a YAML path, an instance, or None (defaults), plus
+    dotted ``key=value`` overrides."""
+    if isinstance(config, cls):
+        return config_from_dict(cls, apply_overrides(config_to_dict(config), overrides, cls=cls))
+    return load_config(cls, config, overrides)
+
+
 def _dataset_for(cfg: PretrainConfig, run_dir: Path, progress: bool) -> TrajectoryDataset:
     """The dataset ``data.path`` names, or one collected into ``RUN_DIR/data`` (reused if there)."""
     wanted = env_description(cfg.env.id, cfg.env.kwargs, cfg.env.entry_point)
@@ -129,11 +137,9 @@ def pretrain(
     Returns:
         The run's summary (also in ``RUN_DIR/summary.json``).
     """
-    if isinstance(config, PretrainConfig):
-        data = apply_overrides(config_to_dict(config), overrides, cls=PretrainConfig)
-        cfg = config_from_dict(PretrainConfig, data)
-    else:
-        cfg = load_config(PretrainConfig, config, overrides)
+    # configs/*.yaml hold the agent's sections too: read them with the full train schema
+    cls = type(config) if isinstance(config, PretrainConfig) else TrainConfig
+    cfg = _resolve_config(cls, config, overrides)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
@@ -153,18 +159,12 @@ def train(
     The run folder gets ``config.yaml``, ``metrics.jsonl``, tensorboard events, ``checkpoint/``
     (the agent) and ``summary.json``.
     """
-    from agents.config import TrainConfig
     from agents.evaluate import evaluate_agent
     from agents.smt_ppo import SMTPPO
     from smt_rl.run_logger import RunLogger
     from smt_rl.smt.model import load_smt_model
 
-    if isinstance(config, TrainConfig):
-        cfg = config_from_dict(
-            TrainConfig, apply_overrides(config_to_dict(config), overrides, cls=TrainConfig)
-        )
-    else:
-        cfg = load_config(TrainConfig, config, overrides)
+    cfg = _resolve_config(TrainConfig, config, overrides)
     started = time.perf_counter()
     run_dir = Path(cfg.out)
     env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from agents.cli import main
+from agents.config import TrainConfig
 from agents.pipeline import collect, pretrain
 from smt_rl.checkpoint import CheckpointError
 from smt_rl.config import load_config
 from smt_rl.data import TrajectoryDataset
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.evaluate import tmaze_probes
 from smt_rl.smt.losses import bptt_loss, smt_loss
 from smt_rl.smt.model import SMTModel, load_smt_model
@@ -68,7 +68,7 @@ def test_memory_module_alone_recalls_the_cue_after_smt(tmp_path, tmaze50):
     assert summary["loss/pred"] < 0.2 and summary["loss/dyn"] < 0.05
     # an untrained model of the same shape does not pass the reward-sign probe (negative control)
     ds = TrajectoryDataset(tmaze50)
-    cfg = load_config(PretrainConfig, "configs/tmaze.yaml")
+    cfg = load_config(TrainConfig, "configs/tmaze.yaml")
     untrained = SMTModel(cfg.model, ds.observation_space, ds.action_space)
     ids = torch.arange(128)
     batch = ds.windows(ids, torch.zeros_like(ids), 52)
@@ -112,7 +112,7 @@ def _graph_depth(tensor: torch.Tensor) -> int:
 
 def test_smt_gradient_path_does_not_grow_with_sequence_length(tmaze50):
     ds = TrajectoryDataset(tmaze50)
-    cfg = load_config(PretrainConfig, "configs/tmaze.yaml")
+    cfg = load_config(TrainConfig, "configs/tmaze.yaml")
     model = SMTModel(cfg.model, ds.observation_space, ds.action_space)
     calls = []
     original_step = model.cell.step
@@ -186,7 +186,7 @@ def test_cli_pretrain_collects_when_no_dataset_and_checkpoints_are_checked(tmp_p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset_episodes"] == 40 and summary["env_id"] == TMAZE
     assert TrajectoryDataset(out / "data").env_kwargs == {"length": 5}
-    assert load_config(PretrainConfig, out / "config.yaml").smt.updates == 10
+    assert load_config(TrainConfig, out / "config.yaml").smt.updates == 10
     # a truncated weights file, a pickle in its place, and a missing folder are refused
     ckpt = out / "checkpoint"
     good = (ckpt / "model.safetensors").read_bytes()
