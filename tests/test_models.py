@@ -155,3 +155,24 @@ def test_decoder_offset_k_ignores_later_actions():
     a, b = decoder.features(memory, actions), decoder.features(memory, changed)
     torch.testing.assert_close(a[:, :2], b[:, :2])
     assert not torch.allclose(a[:, 2], b[:, 2])
+
+
+def test_reward_scale_makes_the_reward_loss_unit_free():
+    """A task paying 0.02 per step must weigh like one paying 1 (dataset's max |r| as the unit)."""
+    torch.manual_seed(0)
+    obs_space, act_space = SPACES["discrete"], SPACES["discrete"]
+    decoder = PredictiveDecoder(obs_space, act_space, 16, 32, horizon=1)
+    batch = _batch(obs_space, act_space)
+    batch["next", "reward"] = torch.sign(torch.randn(B, T))
+    memory = torch.randn(B, T, 2, 8)
+    unit = decoder.losses(memory, predictive_targets(batch, 1, far=False))["reward"]
+    batch["next", "reward"] = batch["next", "reward"] * 0.02
+    tiny = decoder.losses(memory, predictive_targets(batch, 1, far=False))["reward"]
+    decoder.reward_scale.fill_(0.02)
+    scaled = decoder.losses(memory, predictive_targets(batch, 1, far=False))["reward"]
+    torch.testing.assert_close(scaled, unit)
+    assert not torch.allclose(tiny, unit)
+    future = torch.zeros(B, T, 1, dtype=torch.long)
+    predicted = decoder.predict_reward(memory, future)
+    decoder.reward_scale.fill_(1.0)
+    torch.testing.assert_close(predicted, decoder.predict_reward(memory, future) * 0.02)

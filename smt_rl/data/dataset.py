@@ -229,6 +229,11 @@ class TrajectoryDataset:
         length = int(self.episode_lengths[index])
         return self.windows(torch.tensor([index]), torch.tensor([0]), length)[0]
 
+    def reward_scale(self) -> float:
+        """The largest absolute reward in the dataset (1.0 when all rewards are zero)."""
+        largest = max((float(c["next", "reward"].abs().max()) for c in self._chunks), default=0.0)
+        return largest if largest > 0 else 1.0
+
     def to_tensordict(self) -> TensorDict:
         """All stored steps, concatenated in episode order, in memory: batch size (S,)."""
         if not self._chunks:

@@ -172,6 +172,9 @@ class PredictiveDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.horizon = horizon
+        # rewards are predicted in units of this scale (the dataset's largest |reward|), so that
+        # a task paying +-0.02 per step weighs as much in the loss as one paying +-1
+        self.register_buffer("reward_scale", torch.ones(()))
         self.step_features = step_features
         self.memory_in = nn.Linear(memory_size, hidden)
         self.action_in = SpaceEmbedding(action_space, hidden, "action_space")
@@ -200,7 +203,7 @@ class PredictiveDecoder(nn.Module):
     def predict_reward(self, memory: torch.Tensor, future_actions: torch.Tensor) -> torch.Tensor:
         """Predicted rewards ``r_t .. r_{t+Tf-1}``: ``(..., Tf)`` (un-symlogged)."""
         pred = self.reward(self.features(memory, future_actions)).squeeze(-1)
-        return torch.sign(pred) * torch.expm1(pred.abs())
+        return torch.sign(pred) * torch.expm1(pred.abs()) * self.reward_scale
 
     def far_reward(
         self, memory: torch.Tensor, action: torch.Tensor, offset: torch.Tensor
@@ -224,7 +227,7 @@ class PredictiveDecoder(nn.Module):
         valid = targets["future_valid"]
         out = {"obs": _masked_mean(self.observation.loss(h, targets["future_observation"]), valid)}
         reward = targets["future_reward"]
-        reward_err = (self.reward(h).squeeze(-1) - symlog(reward)).pow(2)
+        reward_err = (self.reward(h).squeeze(-1) - symlog(reward / self.reward_scale)).pow(2)
         out["reward"] = _balanced_mean(reward_err, torch.sign(reward).long() + 1, valid, 3)
         term = targets["future_terminated"]
         term_err = F.binary_cross_entropy_with_logits(
@@ -235,7 +238,7 @@ class PredictiveDecoder(nn.Module):
             far_reward = targets["far_reward"]
             far_err = (
                 self.far_reward(memory, targets["far_action"], targets["far_offset"])
-                - symlog(far_reward)
+                - symlog(far_reward / self.reward_scale)
             ).pow(2)
             out["far"] = _balanced_mean(
                 far_err, torch.sign(far_reward).long() + 1, targets["far_valid"], 3

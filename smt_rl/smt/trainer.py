@@ -162,7 +162,9 @@ def pretrain_on_dataset(
     train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.data.val_fraction, cfg.seed)
     val_ids = val_ids[: cfg.data.val_max_episodes]
     sampler = EpisodeSampler(dataset, train_ids, cfg.smt.seq_len, generator)
-    model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space).to(device)
+    model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space)
+    model.decoder.reward_scale.fill_(dataset.reward_scale())
+    model = model.to(device)
     if cfg.smt.compile and device.type == "cuda":
         model.teacher = torch.compile(model.teacher)  # type: ignore[assignment]
     logger = RunLogger(run_dir)
