@@ -9,7 +9,6 @@ weights file that does not match its JSON (truncated, swapped) is refused with a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from smt_rl.errors import SmtRlError
-from smt_rl.io import atomic_write_bytes, atomic_write_json
+from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "checkpoint.json"
@@ -56,12 +55,9 @@ def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str
             f"{str(folder)!r} is not a smt_rl checkpoint: it needs {SPEC_FILE} and {WEIGHTS_FILE} "
             "(written by `smt-rl pretrain` / `train`). Pickled torch files are never loaded."
         )
-    try:
-        spec = json.loads(spec_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{spec_path} is corrupt ({exc}); re-run the training.") from exc
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise CheckpointError(f"{spec_path} is not a smt_rl checkpoint description.")
+    spec = read_format_json(
+        spec_path, FORMAT, CheckpointError, "checkpoint description", "re-run the training."
+    )
     data = weights_path.read_bytes()
     if hashlib.sha256(data).hexdigest() != spec.get("weights_sha256"):
         raise CheckpointError(

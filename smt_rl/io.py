@@ -26,6 +26,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def read_format_json(
+    path: Path, format_name: str, error: type[Exception], what: str, fix: str
+) -> dict[str, Any]:
+    """Read a JSON description whose ``"format"`` field must be ``format_name``.
+
+    Raises ``error`` saying ``path`` is corrupt (then ``fix``) or is not a smt_rl ``what``.
+    """
+    try:
+        document = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is corrupt ({exc}); {fix}") from exc
+    if not isinstance(document, dict) or document.get("format") != format_name:
+        raise error(f"{path} is not a smt_rl {what}.")
+    return document
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())

@@ -16,7 +16,7 @@ from tensordict import TensorDict
 
 from smt_rl.data.format import CHUNK_DIR, FORMAT_NAME, FORMAT_VERSION, META_FILE, chunk_name
 from smt_rl.errors import DatasetError
-from smt_rl.io import atomic_write_json
+from smt_rl.io import atomic_write_json, read_format_json
 from smt_rl.spaces import check_space, space_to_dict
 
 
@@ -44,14 +44,13 @@ def read_meta(path: Path) -> dict[str, Any]:
             f"{str(path)!r} is not a smt_rl trajectory dataset (no {META_FILE}); point to a "
             "folder written by `smt-rl collect`, or collect into an empty folder."
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(
-            f"{meta_path} is corrupt ({exc}); the dataset cannot be read: re-collect it."
-        ) from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise DatasetError(f"{meta_path} is not a smt_rl dataset description (format field).")
+    meta = read_format_json(
+        meta_path,
+        FORMAT_NAME,
+        DatasetError,
+        "dataset description (format field)",
+        "the dataset cannot be read: re-collect it.",
+    )
     if meta.get("version") != FORMAT_VERSION:
         raise DatasetError(
             f"{meta_path} has format version {meta.get('version')!r}; this smt_rl reads version "
