@@ -27,7 +27,11 @@ class PPOConfig:
 
 @dataclass
 class DMTConfig:
-    """On-policy DAgger over memory states, interleaved with PPO (teacher frozen)."""
+    """On-policy DAgger over memory states, interleaved with PPO.
+
+    Ablations: ``enabled=false`` keeps the memory cell frozen during RL; ``smt.updates=0
+    smt.dmt_updates=0 teacher=continued`` trains the memory by DMT alone (no SMT pretraining).
+    """
 
     enabled: bool = True  # train the memory cell on the agent's own visited states
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd (momentum 0.9): AdamW diverged online
@@ -36,6 +40,12 @@ class DMTConfig:
     batch_size: int = 256  # (memory, input, label) triples per DMT update
     replay_size: int = 50_000  # recent on-policy steps kept for DMT (DAgger aggregation)
     anchor_coef: float = 1.0  # weight of ||f(m*_{t-1}, x_t) - m*_t||^2 beside the DAgger term
+    teacher: Literal["frozen", "continued"] = "frozen"  # continued: teacher + decoder keep
+    # learning their predictive loss on the agent's finished episodes (step encoder stays frozen)
+    teacher_lr: float = 1e-4  # AdamW learning rate of the continued teacher
+    teacher_updates_per_rollout: int = 4  # teacher updates after each rollout (when continued)
+    teacher_batch_episodes: int = 16  # finished episodes per teacher update
+    teacher_buffer_episodes: int = 512  # finished on-policy episodes kept for the teacher
 
 
 @dataclass

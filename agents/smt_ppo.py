@@ -2,9 +2,11 @@
 
 Acting: ``m_t = f(m_{t-1}, x_t)`` (reset to the learned initial state at episode starts); the
 actor and critic read ``[sg(m_t), sg(x_t)]``. Each rollout stores the memory the agent acted on,
-so PPO trains on shuffled single steps. After each rollout the frozen teacher labels every visited
+so PPO trains on shuffled single steps. After each rollout the teacher labels every visited
 history (each environment's whole current episode, across rollout boundaries), and the memory cell
-learns ``f(sg(m^s_{t-1}), x_t) -> m*_t`` on a replay of recent on-policy steps (DAgger).
+learns ``f(sg(m^s_{t-1}), x_t) -> m*_t`` on a replay of recent on-policy steps (DAgger). The
+teacher is frozen, or (``dmt.teacher: continued``) keeps learning its predictive loss on the
+agent's finished episodes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from agents.config import TrainConfig
+from agents.online_teacher import OnlineTeacher, finished_episode
 from agents.policy import ActorCritic
 from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from smt_rl.config import config_from_dict, config_to_dict
@@ -87,7 +90,8 @@ class SMTPPO:
     """PPO x DMT agent on an SMT-pretrained memory module (stable-baselines3-style API).
 
     Args:
-        model: the SMT model (its step encoder and teacher stay frozen; DMT trains its cell).
+        model: the SMT model (its step encoder stays frozen, its teacher too unless
+            ``dmt.teacher`` is ``continued``; DMT trains its cell).
         cfg: the train config (``ppo``, ``dmt``, ``env.num_envs``, ``seed`` are read).
         env_fn: builds one environment; needed by :meth:`learn`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
@@ -121,6 +125,17 @@ class SMTPPO:
             else torch.optim.AdamW(model.cell.parameters(), lr=cfg.dmt.lr)
         )
         self.replay = _Replay(cfg.dmt.replay_size)
+        self.online_teacher = (
+            OnlineTeacher(
+                model,
+                cfg.smt,
+                cfg.dmt.teacher_lr,
+                cfg.dmt.teacher_batch_episodes,
+                cfg.dmt.teacher_buffer_episodes,
+            )
+            if cfg.dmt.teacher == "continued"
+            else None
+        )
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.num_timesteps = 0
         self.logger: Callable[[int, dict[str, float]], None] | None = None
@@ -240,6 +255,7 @@ class SMTPPO:
         state = self.initial_state(num_envs)
         starts = torch.ones(num_envs, dtype=torch.bool, device=self.device)
         histories: list[list[TensorDict]] = [[] for _ in range(num_envs)]
+        taken: list[list[tuple[torch.Tensor, float]]] = [[] for _ in range(num_envs)]
         returns_now = np.zeros(num_envs)
         done_returns: list[float] = []
         done_success: list[float] = []
@@ -267,7 +283,12 @@ class SMTPPO:
                         histories[i].append(inputs[i].cpu())
                         step_where.append((histories[i], len(histories[i]) - 1))
                         returns_now[i] += res.reward
+                        if self.online_teacher is not None:
+                            taken[i].append((action[i].cpu(), res.reward))
                         if res.final_observation is not None:
+                            if self.online_teacher is not None:
+                                self._keep_episode(histories[i], taken[i], res)
+                                taken[i] = []
                             done_returns.append(float(returns_now[i]))
                             if res.success is not None:
                                 done_success.append(float(res.success))
@@ -311,6 +332,12 @@ class SMTPPO:
                 metrics = self._ppo_update(batch, last_value)
                 if self.cfg.dmt.enabled:
                     metrics.update(self._dmt_update(batch, where))
+                if self.online_teacher is not None:
+                    metrics.update(
+                        self.online_teacher.update(
+                            self.cfg.dmt.teacher_updates_per_rollout, self.generator, self.device
+                        )
+                    )
                 metrics["rollout/return_mean"] = (
                     float(np.mean(done_returns[-100:])) if done_returns else float("nan")
                 )
@@ -324,6 +351,23 @@ class SMTPPO:
             bar.close()
             envs.close()
         return self
+
+    def _keep_episode(self, inputs: list[TensorDict], taken, result) -> None:
+        """Hand a finished episode to the continued teacher's buffer."""
+        final = batch_to_tensor(
+            self.observation_space,
+            stack_observations([result.final_observation], self.observation_space),
+            1,
+        )[0]
+        self.online_teacher.buffer.add(
+            finished_episode(
+                inputs,
+                [a for a, _ in taken],
+                [r for _, r in taken],
+                bool(result.terminated),
+                final,
+            )
+        )
 
     @torch.no_grad()
     def _final_value(self, final_obs, memory, action, reward, step_count) -> float:

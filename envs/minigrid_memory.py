@@ -17,13 +17,18 @@ from gymnasium import spaces
 from gymnasium.utils import RecordConstructorArgs
 
 MOVEMENT_ACTIONS = 3  # MiniGrid actions 0 = turn left, 1 = turn right, 2 = move forward
+# largest value of each symbolic image channel in MiniGrid: object index (10 = agent),
+# colour index (5 = grey), state (2 = locked)
+SYMBOLIC_CHANNEL_MAX = (10, 5, 2)
 
 
 class MiniGridSymbolic(gym.ObservationWrapper, RecordConstructorArgs):
     """MiniGrid env whose observation is ``Dict(image=Box, direction=Discrete(4))``.
 
-    ``image`` is ``Box(0, 255, (V, V, 3), uint8)`` with ``V`` the env's view size (7 by default);
-    ``direction`` comes back as ``np.int64``.
+    ``image`` is ``Box(0, high, (V, V, 3), uint8)`` with ``V`` the env's view size (7 by default)
+    and ``high`` the largest value of each symbolic channel (object 10, colour 5, state 2), so the
+    encoder scales the channels to their true range rather than to 0..255; ``direction`` comes back
+    as ``np.int64``.
     On the step that ends an episode, ``info["success"]`` is True iff the episode terminated with a
     positive reward (reached the goal / matching object); it is False on truncation (time-out) and
     on termination without reward (e.g. the wrong object in the Memory tasks).
@@ -55,9 +60,11 @@ class MiniGridSymbolic(gym.ObservationWrapper, RecordConstructorArgs):
                 f"'image' (Box) and 'direction' (Discrete); got {space}. Use it only on "
                 f"'MiniGrid-*' ids."
             )
-        self.observation_space = spaces.Dict(
-            {"image": space["image"], "direction": space["direction"]}
-        )
+        image = space["image"]
+        if image.shape[-1] == len(SYMBOLIC_CHANNEL_MAX):
+            high = np.broadcast_to(np.array(SYMBOLIC_CHANNEL_MAX, image.dtype), image.shape)
+            image = spaces.Box(0, high.copy(), image.shape, image.dtype)
+        self.observation_space = spaces.Dict({"image": image, "direction": space["direction"]})
         if movement_only:
             if not (
                 isinstance(env.action_space, spaces.Discrete)

@@ -221,10 +221,18 @@ def test_popgym_medium_and_hard_pass_check_env(env_id: str) -> None:
 def test_minigrid_observation_is_image_and_direction() -> None:
     env = make_env("MiniGrid-MemoryS7-v0")
     assert isinstance(env, MiniGridSymbolic)
+    # each symbolic channel is bounded by its true range, so the encoder scales it sensibly
+    high = np.broadcast_to(np.array([10, 5, 2], np.uint8), (7, 7, 3))
     assert env.observation_space == spaces.Dict(
-        {"image": spaces.Box(0, 255, (7, 7, 3), np.uint8), "direction": spaces.Discrete(4)}
+        {"image": spaces.Box(0, high, (7, 7, 3), np.uint8), "direction": spaces.Discrete(4)}
     )
     assert env.action_space == spaces.Discrete(7)  # full action space by default
+    obs, _ = env.reset(seed=0)
+    for _ in range(300):  # every observation of a long random walk lies inside those bounds
+        assert env.observation_space.contains(obs)
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            obs, _ = env.reset()
     obs, _ = env.reset(seed=0)
     assert set(obs) == {"image", "direction"}
     assert obs["image"].dtype == np.uint8 and obs["image"].shape == (7, 7, 3)

@@ -60,7 +60,8 @@ def linear_probe_accuracy(
     order = torch.randperm(features.shape[0], generator=gen)
     half = features.shape[0] // 2
     train, test = order[:half], order[half:]
-    mean, std = features[train].mean(0), features[train].std(0) + 1e-5
+    mean = features[train].mean(0)
+    std = features[train].std(0, correction=min(1, len(train) - 1)) + 1e-5
     feats = (features - mean) / std
     classes = int(labels.max()) + 1
     probe = torch.nn.Linear(features.shape[1], max(classes, 2))
