@@ -119,3 +119,19 @@ def test_bad_input_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(SpaceError, match="observation_space"):
         train("configs/tmaze.yaml", [f"out={tmp_path / 'b'}"], progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_dataset_of_another_task_fails_before_training(tmp_path):
+    from agents.pipeline import collect
+    from smt_rl.errors import DatasetError
+
+    data = tmp_path / "tm5"
+    collect(TMAZE, episodes=4, out=data, env_kwargs={"length": 5}, progress=False)
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError, match=r"data\.path.*length"):
+        train(
+            "configs/tmaze.yaml",
+            ["env.kwargs.length=7", f"data.path={data}", f"out={out}"],
+            progress=False,
+        )
+    assert not (out / "pretrain").exists() and not (out / "checkpoint").exists()

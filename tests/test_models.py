@@ -176,3 +176,19 @@ def test_reward_scale_makes_the_reward_loss_unit_free():
     predicted = decoder.predict_reward(memory, future)
     decoder.reward_scale.fill_(1.0)
     torch.testing.assert_close(predicted, decoder.predict_reward(memory, future) * 0.02)
+
+
+def test_rotary_positions_make_attention_scores_depend_on_offsets_only():
+    from smt_rl.models.teacher import rotate_positions
+
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    steps = 40
+    rq = rotate_positions(q.expand(1, 1, steps, 16).clone())
+    rk = rotate_positions(k.expand(1, 1, steps, 16).clone())
+    scores = rq[0, 0] @ rk[0, 0].T  # (T, T): q at position i against k at position j
+    for offset in (0, 3, 17):
+        diagonal = torch.diagonal(scores, -offset)
+        assert torch.allclose(diagonal, diagonal[0].expand_as(diagonal), atol=1e-4)
+    assert not torch.allclose(scores[5, 5], scores[5, 2])  # different offsets differ
+    assert torch.allclose(rq.norm(dim=-1), q.norm(dim=-1).expand(1, 1, steps), atol=1e-5)

@@ -23,12 +23,25 @@ from smt_rl.models.step_encoder import BoxScaler, SpaceEmbedding
 from smt_rl.spaces import leaf_spaces
 
 
-class _AttentionBlock(nn.Module):
-    """Pre-LayerNorm self-attention + MLP block over ``(B, T, width)``."""
+def rotate_positions(x: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
+    """Rotary position embedding: ``x (B, H, T, dh)`` with each pair of feature halves rotated by
+    an angle proportional to the position t, so a query-key product depends on their offset."""
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = torch.arange(x.shape[-2], device=x.device, dtype=torch.float32)[:, None] * freqs
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half : 2 * half]
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+    return torch.cat([rotated, x[..., 2 * half :]], -1) if x.shape[-1] % 2 else rotated
 
-    def __init__(self, width: int, heads: int, hidden: int) -> None:
+
+class _AttentionBlock(nn.Module):
+    """Pre-LayerNorm self-attention + MLP block over ``(B, T, width)``; with ``rope`` the queries
+    and keys carry rotary position embeddings (attention sees relative offsets)."""
+
+    def __init__(self, width: int, heads: int, hidden: int, rope: bool = False) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.rope = heads, rope
         self.norm1 = nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -39,6 +52,8 @@ class _AttentionBlock(nn.Module):
         batch, steps, width = h.shape
         qkv = self.qkv(self.norm1(h)).view(batch, steps, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        if self.rope:
+            q, k = rotate_positions(q), rotate_positions(k)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         h = h + self.proj(attn.transpose(1, 2).reshape(batch, steps, width))
         return h + self.ff(self.norm2(h))
@@ -57,6 +72,8 @@ class TeacherEncoder(nn.Module):
         context: Tc, how many steps (the current one included) each step attends to.
         num_tokens: K.
         token_dim: d.
+        rope: rotary position embeddings in attention (relative offsets; the step inputs carry
+            the absolute step index either way).
     """
 
     def __init__(
@@ -68,6 +85,7 @@ class TeacherEncoder(nn.Module):
         context: int,
         num_tokens: int,
         token_dim: int,
+        rope: bool = False,
     ) -> None:
         super().__init__()
         if width % heads:
@@ -75,7 +93,9 @@ class TeacherEncoder(nn.Module):
         self.context = context
         self.num_tokens, self.token_dim = num_tokens, token_dim
         self.inp = nn.Linear(input_dim, width)
-        self.blocks = nn.ModuleList(_AttentionBlock(width, heads, 4 * width) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            _AttentionBlock(width, heads, 4 * width, rope) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(width)
         self.to_memory = nn.Linear(width, num_tokens * token_dim)
 

@@ -37,6 +37,7 @@ class SMTModel(nn.Module):
             cfg.context,
             cfg.memory_tokens,
             cfg.token_dim,
+            rope=cfg.teacher_rope,
         )
         self.decoder = PredictiveDecoder(
             observation_space,
