@@ -135,3 +135,23 @@ def test_dataset_of_another_task_fails_before_training(tmp_path):
             progress=False,
         )
     assert not (out / "pretrain").exists() and not (out / "checkpoint").exists()
+
+
+@pytest.mark.parametrize(
+    "path", sorted(__import__("glob").glob("configs/*.yaml")), ids=lambda p: p.split("/")[-1]
+)
+def test_every_shipped_config_loads_and_builds_its_agent(path, tmp_path):
+    """Each config in configs/ is valid for `smt-rl train` and its task fits the encoder."""
+    from agents.config import TrainConfig
+    from smt_rl.config import load_config
+    from smt_rl.smt.model import SMTModel
+
+    cfg = load_config(TrainConfig, path, [])
+    env = make_env(cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
+    model = SMTModel(cfg.model, env.observation_space, env.action_space)
+    agent = SMTPPO(model, cfg, device="cpu")
+    obs, _ = env.reset(seed=0)
+    action, state = agent.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
+    assert state.memory.shape == (1, cfg.model.memory_tokens, cfg.model.token_dim)
+    env.close()
