@@ -16,6 +16,8 @@ class PPOConfig:
     epochs: int = 4  # passes over each rollout
     minibatch_size: int = 256  # single steps per minibatch
     lr: float = 3e-4  # Adam learning rate of the actor/critic heads
+    anneal_lr: bool = True  # decay lr linearly to 0 at total_timesteps (the last updates are
+    # small, so a late unlucky update cannot leave the saved policy worse than the trained one)
     gamma: float = 0.99  # discount
     gae_lambda: float = 0.95  # GAE lambda
     clip: float = 0.2  # PPO ratio clip

@@ -263,6 +263,10 @@ class SMTPPO:
         started = time.perf_counter()
         try:
             while self.num_timesteps < total_timesteps:
+                if ppo.anneal_lr:
+                    remaining = 1.0 - self.num_timesteps / total_timesteps
+                    for group in self.policy_opt.param_groups:
+                        group["lr"] = ppo.lr * remaining
                 roll = {
                     k: []
                     for k in ("x", "prev", "memory", "action", "logp", "value", "reward", "done")
@@ -343,6 +347,7 @@ class SMTPPO:
                 )
                 if done_success:
                     metrics["rollout/success_rate"] = float(np.mean(done_success[-100:]))
+                metrics["ppo/lr"] = self.policy_opt.param_groups[0]["lr"]
                 metrics["time/steps_per_s"] = self.num_timesteps / (time.perf_counter() - started)
                 if self.logger is not None:
                     self.logger(self.num_timesteps, metrics)
