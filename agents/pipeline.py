@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from smt_rl.data import (
     collect_episodes,
     env_description,
 )
-from smt_rl.errors import DatasetError
+from smt_rl.errors import ConfigError, DatasetError
 from smt_rl.io import atomic_write_json
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.trainer import pretrain_on_dataset
@@ -147,6 +148,41 @@ def pretrain(
     return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress)
 
 
+PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
+
+
+def finished_pretraining(cfg: PretrainConfig, folder: Path) -> dict[str, Any] | None:
+    """The summary of a finished pretraining in ``folder`` made with the same settings as ``cfg``
+    (so ``train`` reuses it instead of redoing it), or None when there is none.
+
+    Raises:
+        ConfigError: ``folder`` holds a finished pretraining made with other settings.
+    """
+    summary_path, spec_path = folder / "summary.json", folder / "checkpoint" / "checkpoint.json"
+    if not (summary_path.is_file() and spec_path.is_file()):
+        return None
+    stored = json.loads(spec_path.read_text())["config"]
+    wanted = config_to_dict(cfg)
+    differ = [
+        key
+        for key in PRETRAIN_SECTIONS
+        if _without_path(key, stored.get(key)) != _without_path(key, wanted.get(key))
+    ]
+    if differ:
+        raise ConfigError(
+            f"{folder} holds a pretraining made with other settings ({', '.join(differ)} differ): "
+            "choose a new `out=` folder, or delete that pretrain folder to pretrain again."
+        )
+    return json.loads(summary_path.read_text())
+
+
+def _without_path(key: str, section: Any) -> Any:
+    """``data`` compares without ``data.path`` (the same episodes may sit in another folder)."""
+    if key == "data" and isinstance(section, dict):
+        return {k: v for k, v in section.items() if k != "path"}
+    return section
+
+
 def train(
     config: str | os.PathLike | TrainConfig | None = None,
     overrides: Sequence[str] = (),
@@ -179,7 +215,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     dataset = _dataset_for(cfg, run_dir, progress)
-    pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)
+    pre = finished_pretraining(cfg, run_dir / "pretrain")
+    if pre is None:
+        pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)
     model = load_smt_model(run_dir / "pretrain" / "checkpoint")
     agent = SMTPPO(model, cfg, env_fn, cfg.device)
     logger = RunLogger(run_dir)

@@ -155,3 +155,27 @@ def test_every_shipped_config_loads_and_builds_its_agent(path, tmp_path):
     assert env.action_space.contains(action)
     assert state.memory.shape == (1, cfg.model.memory_tokens, cfg.model.token_dim)
     env.close()
+
+
+def test_train_reuses_a_finished_pretraining_with_the_same_settings(trained_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run[0], out)  # the shared run stays as it was
+    pretrain_summary = out / "pretrain" / "summary.json"
+    before = pretrain_summary.stat().st_mtime_ns
+    base = [
+        "env.kwargs.length=20",
+        f"out={out}",
+        "data.episodes=500",
+        "smt.updates=200",
+        "smt.dmt_updates=50",
+        "smt.eval_every=1000",
+        "ppo.n_steps=64",
+        "eval.episodes=10",
+    ]
+    summary = train("configs/tmaze.yaml", [*base, "total_timesteps=1024"], progress=False)
+    assert summary["env_steps"] >= 1024
+    assert pretrain_summary.stat().st_mtime_ns == before  # not redone
+    with pytest.raises(ConfigError, match=r"smt differ.*out="):
+        train("configs/tmaze.yaml", [*base, "smt.updates=201"], progress=False)
