@@ -56,7 +56,8 @@ def predictive_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The decoder's loss from ``memory (B, T, K, d)`` on ``batch``'s futures: (total, terms).
 
-    total = obs + reward + terminated + ``c_far`` * far (each term a mean over valid positions).
+    total = obs + reward + ``c_term`` * terminated + ``c_far`` * far (each term a mean over
+    valid positions).
     """
     targets = predictive_targets(
         batch,
@@ -66,7 +67,12 @@ def predictive_loss(
         generator=generator,
     )
     terms = model.decoder.losses(memory, targets)
-    total = terms["obs"] + terms["reward"] + terms["terminated"] + cfg.c_far * terms.get("far", 0.0)
+    total = (
+        terms["obs"]
+        + terms["reward"]
+        + cfg.c_term * terms["terminated"]
+        + cfg.c_far * terms.get("far", 0.0)
+    )
     return total, terms
 
 
