@@ -161,7 +161,11 @@ def finished_pretraining(cfg: PretrainConfig, folder: Path) -> dict[str, Any] | 
     summary_path, spec_path = folder / "summary.json", folder / "checkpoint" / "checkpoint.json"
     if not (summary_path.is_file() and spec_path.is_file()):
         return None
-    stored = json.loads(spec_path.read_text())["config"]
+    # read back through the schema: keys added since that run take their defaults (the behaviour
+    # the run had), so a pretraining stays reusable across versions
+    stored = config_to_dict(
+        config_from_dict(type(cfg), json.loads(spec_path.read_text())["config"])
+    )
     wanted = config_to_dict(cfg)
     differ = [
         key

@@ -177,5 +177,12 @@ def test_train_reuses_a_finished_pretraining_with_the_same_settings(trained_run,
     summary = train("configs/tmaze.yaml", [*base, "total_timesteps=1024"], progress=False)
     assert summary["env_steps"] >= 1024
     assert pretrain_summary.stat().st_mtime_ns == before  # not redone
+    # a pretraining made before a config key existed is still reused (the key takes its default)
+    spec_path = out / "pretrain" / "checkpoint" / "checkpoint.json"
+    spec = json.loads(spec_path.read_text())
+    del spec["config"]["smt"]["c_term"]
+    spec_path.write_text(json.dumps(spec))
+    train("configs/tmaze.yaml", [*base, "total_timesteps=1024"], progress=False)
+    assert pretrain_summary.stat().st_mtime_ns == before
     with pytest.raises(ConfigError, match=r"smt differ.*out="):
         train("configs/tmaze.yaml", [*base, "smt.updates=201"], progress=False)
