@@ -19,21 +19,22 @@ from smt_rl.errors import ConfigError, SpaceError
 TMAZE = "smt_rl/PassiveTMaze-v0"
 
 
+# PassiveTMaze length 20, small enough for the default test run (pretraining settings)
+TM20 = [
+    "env.kwargs.length=20",
+    "data.episodes=500",
+    "smt.updates=200",
+    "smt.dmt_updates=50",
+    "smt.eval_every=1000",
+    "ppo.n_steps=64",
+]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """PassiveTMaze length 20 trained from scratch through the whole pipeline."""
     out = tmp_path_factory.mktemp("runs") / "tm20"
-    overrides = [
-        "env.kwargs.length=20",
-        f"out={out}",
-        "data.episodes=500",
-        "smt.updates=200",
-        "smt.dmt_updates=50",
-        "smt.eval_every=1000",
-        "total_timesteps=8192",
-        "ppo.n_steps=64",
-        "eval.episodes=100",
-    ]
+    overrides = [*TM20, f"out={out}", "total_timesteps=8192", "eval.episodes=100"]
     summary = train("configs/tmaze.yaml", overrides, progress=False)
     return out, summary
 
@@ -164,16 +165,7 @@ def test_train_reuses_a_finished_pretraining_with_the_same_settings(trained_run,
     shutil.copytree(trained_run[0], out)  # the shared run stays as it was
     pretrain_summary = out / "pretrain" / "summary.json"
     before = pretrain_summary.stat().st_mtime_ns
-    base = [
-        "env.kwargs.length=20",
-        f"out={out}",
-        "data.episodes=500",
-        "smt.updates=200",
-        "smt.dmt_updates=50",
-        "smt.eval_every=1000",
-        "ppo.n_steps=64",
-        "eval.episodes=10",
-    ]
+    base = [*TM20, f"out={out}", "eval.episodes=10"]
     summary = train("configs/tmaze.yaml", [*base, "total_timesteps=1024"], progress=False)
     assert summary["env_steps"] >= 1024
     assert pretrain_summary.stat().st_mtime_ns == before  # not redone
