@@ -1,0 +1,64 @@
+"""Does an SMT memory hold MiniGrid-Memory's start object after the agent has looked at it?
+
+For each of N episodes the agent turns around (two left turns: the start-room object is then in view
+in every start position), then moves at random for up to 10 steps; a linear probe (trained on half
+the episodes, tested on the other half) reads the start object (key or ball) from the student
+memory and from the teacher's label at the last step. 0.5 is chance.
+
+    python benchmarks/minigrid_memory_probe.py RUN_DIR/pretrain/checkpoint [--episodes 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from agents.config import TrainConfig
+from agents.smt_ppo import SMTPPO
+from envs import make_env
+from smt_rl.smt.evaluate import linear_probe_accuracy
+from smt_rl.smt.model import load_smt_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--env", default="MiniGrid-MemoryS7-v0")
+    args = parser.parse_args()
+    model = load_smt_model(args.checkpoint)
+    agent = SMTPPO(model, TrainConfig(), device="cpu")  # only its memory stepping is used
+    env = make_env(args.env, {"movement_only": True})
+    rng = np.random.default_rng(0)
+    student, teacher, labels = [], [], []
+    for episode in range(args.episodes):
+        obs, _ = env.reset(seed=episode)
+        base = env.unwrapped
+        labels.append(0 if base.grid.get(1, base.height // 2 - 1).type == "key" else 1)
+        state, start, reward, inputs = None, np.ones(1, bool), 0.0, []
+        for t in range(12):
+            current = agent.initial_state(1) if state is None else state
+            inputs.append(agent._step_inputs([obs], current, torch.tensor(start)))
+            batch = {"image": obs["image"][None], "direction": np.array([obs["direction"]])}
+            _, state = agent.predict(batch, state, start, False, reward=np.array([reward]))
+            action = 0 if t < 2 else int(rng.integers(3))
+            obs, reward, terminated, truncated, _ = env.step(action)
+            start = np.zeros(1, bool)
+            if terminated or truncated:
+                break
+        with torch.no_grad():
+            label = model.teacher(model.step_encoder(torch.stack([s[0] for s in inputs])[None]))
+        student.append(state.memory[0].flatten())
+        teacher.append(label[0, -1].flatten())
+    y = torch.tensor(labels)
+    print(
+        f"start object read from the student memory: "
+        f"{linear_probe_accuracy(torch.stack(student), y):.3f}, from the teacher's label: "
+        f"{linear_probe_accuracy(torch.stack(teacher), y):.3f} ({len(y)} episodes; chance 0.5)"
+    )
+
+
+if __name__ == "__main__":
+    main()
