@@ -58,6 +58,20 @@ def finished_episode(
     return episode
 
 
+def stack_padded(episodes: list[TensorDict]) -> TensorDict:
+    """Episodes ``(L_i,)`` stacked to ``(E, max L_i)``, each shorter one padded by repeating its
+    last step (causal attention never lets a real step see the padding)."""
+    longest = max(e.shape[0] for e in episodes)
+    return torch.stack(
+        [
+            torch.cat([e, e[-1:].expand(longest - e.shape[0]).clone()], 0)
+            if e.shape[0] < longest
+            else e
+            for e in episodes
+        ]
+    )
+
+
 class EpisodeBuffer:
     """The last ``capacity`` finished on-policy episodes; samples padded batches ``(B, T)``."""
 
@@ -81,16 +95,10 @@ class EpisodeBuffer:
         padded to the longest with ``mask`` False."""
         picks = torch.randint(len(self.episodes), (batch_size,), generator=generator).tolist()
         chosen = [self.episodes[i][:max_length] for i in picks]
-        longest = max(e.shape[0] for e in chosen)
-        rows = []
-        for episode in chosen:
-            pad = longest - episode.shape[0]
-            if pad:
-                filler = episode[-1:].expand(pad).clone()
-                filler["mask"] = torch.zeros(pad, dtype=torch.bool)
-                episode = torch.cat([episode, filler], 0)
-            rows.append(episode)
-        return torch.stack(rows)
+        batch = stack_padded(chosen)
+        lengths = torch.tensor([e.shape[0] for e in chosen])
+        batch["mask"] = torch.arange(batch.shape[1]) < lengths[:, None]
+        return batch
 
 
 class OnlineTeacher:

@@ -26,7 +26,7 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from agents.config import TrainConfig
-from agents.online_teacher import OnlineTeacher, finished_episode
+from agents.online_teacher import OnlineTeacher, finished_episode, stack_padded
 from agents.policy import ActorCritic
 from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from smt_rl.config import config_from_dict, config_to_dict
@@ -485,16 +485,7 @@ class SMTPPO:
             for history, _ in step:
                 episodes[id(history)] = history
         keys = list(episodes)
-        lengths = [len(episodes[k]) for k in keys]
-        longest = max(lengths)
-        rows = []
-        for k in keys:
-            seq = torch.stack(episodes[k])
-            pad = longest - len(seq)
-            if pad:
-                seq = torch.cat([seq, seq[-1:].expand(pad).clone()])
-            rows.append(seq)
-        batch = torch.stack(rows).to(self.device)  # (E, L)
+        batch = stack_padded([torch.stack(episodes[k]) for k in keys]).to(self.device)  # (E, L)
         labels = self.model.teacher(self.model.step_encoder(batch))  # (E, L, K, d)
         init = self.model.cell.initial_state(1)[0]
         slot = {k: i for i, k in enumerate(keys)}
