@@ -12,6 +12,8 @@ from typing import Any
 
 from agents.config import TrainConfig
 from envs import make_env
+from smt_rl.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from smt_rl.checkpoint import SPEC_FILE, CheckpointError
 from smt_rl.config import (
     apply_overrides,
     config_from_dict,
@@ -27,7 +29,7 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.io import atomic_write_json
+from smt_rl.io import atomic_write_json, read_format_json
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.trainer import pretrain_on_dataset
 
@@ -158,14 +160,19 @@ def finished_pretraining(cfg: PretrainConfig, folder: Path) -> dict[str, Any] | 
     Raises:
         ConfigError: ``folder`` holds a finished pretraining made with other settings.
     """
-    summary_path, spec_path = folder / "summary.json", folder / "checkpoint" / "checkpoint.json"
+    summary_path, spec_path = folder / "summary.json", folder / "checkpoint" / SPEC_FILE
     if not (summary_path.is_file() and spec_path.is_file()):
         return None
+    spec = read_format_json(
+        spec_path,
+        CHECKPOINT_FORMAT,
+        CheckpointError,
+        "checkpoint description",
+        "re-run the training.",
+    )
     # read back through the schema: keys added since that run take their defaults (the behaviour
     # the run had), so a pretraining stays reusable across versions
-    stored = config_to_dict(
-        config_from_dict(type(cfg), json.loads(spec_path.read_text())["config"])
-    )
+    stored = config_to_dict(config_from_dict(type(cfg), spec["config"]))
     wanted = config_to_dict(cfg)
     differ = [
         key
