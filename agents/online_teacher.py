@@ -133,7 +133,7 @@ class OnlineTeacher:
             with torch.no_grad():
                 x = self.model.step_encoder(batch)
             memory = self.model.teacher(x)
-            pred, terms = predictive_loss(self.model, memory, batch, self.smt, generator)
+            pred, terms = predictive_loss(self.model, memory, batch, self.smt, generator, x)
             loss = self.smt.c_pred * pred + self.smt.c_unif * uniformity(memory, batch["mask"])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,6 +10,8 @@ from tensordict import TensorDict
 
 from smt_rl.errors import SpaceError
 from smt_rl.models import CELLS, PredictiveDecoder, StepEncoder, TeacherEncoder
+from smt_rl.models.common import symlog
+from smt_rl.models.teacher import reward_class
 from smt_rl.smt.targets import predictive_targets
 
 B, T, D = 3, 6, 32
@@ -176,6 +178,57 @@ def test_reward_scale_makes_the_reward_loss_unit_free():
     predicted = decoder.predict_reward(memory, future)
     decoder.reward_scale.fill_(1.0)
     torch.testing.assert_close(predicted, decoder.predict_reward(memory, future) * 0.02)
+
+
+def test_an_episode_ending_without_reward_is_its_own_reward_class():
+    """MiniGrid-Memory's wrong object: the episode ends with reward 0. Among many ordinary
+    zero-reward steps that one step must still weigh a third of the reward loss (classes: reward
+    sign x episode ended), here also in the far target, which picks the last step."""
+    torch.manual_seed(0)
+    obs_space, act_space = SPACES["discrete"], SPACES["discrete"]
+    decoder = PredictiveDecoder(obs_space, act_space, 16, 32, horizon=1)
+    batch = _batch(obs_space, act_space)  # each of the B=3 rows ends its episode at its last step
+    batch["next", "reward"] = torch.zeros(B, T)
+    batch["next", "reward"][1:, -1] = 1.0  # rows 1, 2 end with +1; row 0 ends with 0
+    # a decoder that predicts +1 everywhere ("touching any object pays")
+    one = float(symlog(torch.tensor(1.0)))
+    torch.nn.init.zeros_(decoder.reward.weight)
+    torch.nn.init.constant_(decoder.reward.bias, one)
+    targets = predictive_targets(batch, 1, far=True, far_last_prob=1.0)
+    assert (
+        targets["far_terminated"].all()
+        and (targets["far_reward"] == batch["next", "reward"][:, -1:]).all()
+    )
+    memory = torch.randn(B, T, 2, 8)
+    losses = decoder.losses(memory, targets)
+    # classes present: (0, running) 15 steps, (0, ended) 1 step, (+, ended) 2 steps: errors
+    # one^2, one^2 and 0 -> mean of class means = 2/3 one^2 (it would be 1/2 one^2 if the
+    # wrong-object step hid among the running zero-reward steps)
+    torch.testing.assert_close(losses["reward"], torch.tensor(2 / 3 * one**2))
+    assert reward_class(
+        torch.tensor([-1.0, 0.0, 2.0, 0.0]), torch.tensor([0, 0, 1, 1])
+    ).tolist() == [0, 1, 5, 4]
+
+
+def test_far_context_reads_the_step_input_at_the_far_target_step_only():
+    """With ``far_context_dim`` the far reward predictor sees x_{t+j} (the view at the target
+    step), so the memory must hold what that reward depends on given the view; x at any other
+    step must not matter, and forgetting to pass the step inputs is an error."""
+    torch.manual_seed(0)
+    obs_space, act_space = SPACES["discrete"], SPACES["discrete"]
+    decoder = PredictiveDecoder(obs_space, act_space, 16, 32, horizon=1, far_context_dim=D)
+    batch = _batch(obs_space, act_space)
+    targets = predictive_targets(batch, 1, far=True, far_last_prob=1.0)  # every target: step T-1
+    memory, x = torch.randn(B, T, 2, 8), torch.randn(B, T, D)
+    far = decoder.losses(memory, targets, x)["far"]
+    earlier = x.clone()
+    earlier[:, :-1] += 5.0
+    torch.testing.assert_close(decoder.losses(memory, targets, earlier)["far"], far)
+    last = x.clone()
+    last[:, -1] += 5.0
+    assert not torch.allclose(decoder.losses(memory, targets, last)["far"], far)
+    with pytest.raises(ValueError, match="far_context"):
+        decoder.losses(memory, targets)
 
 
 def test_rotary_positions_make_attention_scores_depend_on_offsets_only():

@@ -179,6 +179,8 @@ class PredictiveDecoder(nn.Module):
         hidden: MLP width.
         horizon: Tf, the number of future steps predicted from each memory.
         step_features: sinusoidal features of the far target's offset.
+        far_context_dim: when > 0, the far target's predictor also reads the step input
+            ``x_{t+j} (D = far_context_dim)`` at its target step (what the agent sees there).
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class PredictiveDecoder(nn.Module):
         hidden: int,
         horizon: int,
         step_features: int = 16,
+        far_context_dim: int = 0,
     ) -> None:
         super().__init__()
         self.horizon = horizon
@@ -207,6 +210,7 @@ class PredictiveDecoder(nn.Module):
         self.far_memory_in = nn.Linear(memory_size, hidden)
         self.far_action_in = SpaceEmbedding(action_space, hidden, "action_space")
         self.far_offset_in = nn.Linear(step_features, hidden)
+        self.far_context_in = nn.Linear(far_context_dim, hidden) if far_context_dim else None
         self.far = mlp([hidden, hidden, hidden, 1])
         self.observation_keys = list(leaf_spaces(observation_space))
 
@@ -226,44 +230,77 @@ class PredictiveDecoder(nn.Module):
         return torch.sign(pred) * torch.expm1(pred.abs()) * self.reward_scale
 
     def far_reward(
-        self, memory: torch.Tensor, action: torch.Tensor, offset: torch.Tensor
+        self,
+        memory: torch.Tensor,
+        action: torch.Tensor,
+        offset: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Symlog reward predicted ``offset`` steps ahead given the action there: ``(...)``."""
+        """Symlog reward predicted ``offset`` steps ahead given the action there (and, with
+        ``far_context_dim``, the step input ``context (..., D)`` there): ``(...)``."""
         h = (
             self.far_memory_in(memory.flatten(-2))
             + self.far_action_in(action)
             + self.far_offset_in(sinusoidal_features(offset, self.step_features))
         )
+        if self.far_context_in is not None:
+            if context is None:
+                raise ValueError(
+                    "this decoder's far target reads the step input at the target step "
+                    "(model.far_context: true); pass step_inputs to losses()."
+                )
+            h = h + self.far_context_in(context)
         return self.far(F.gelu(h)).squeeze(-1)
 
-    def losses(self, memory: torch.Tensor, targets: TensorDict) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        memory: torch.Tensor,
+        targets: TensorDict,
+        step_inputs: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Per-term predictive losses (scalars) of ``memory (B, T, K, d)`` against ``targets``.
 
+        ``step_inputs (B, T, D)``, the step encoder's outputs of the same batch, are needed only
+        by a decoder built with ``far_context_dim``.
+
         ``targets`` comes from :func:`smt_rl.smt.targets.predictive_targets`. Reward and
-        termination terms weigh each class (reward sign; terminated or not) equally, so one rare
-        event per episode is not drowned by the many steps around it.
+        termination terms weigh each class equally, so one rare event per episode is not drowned
+        by the many steps around it. A reward's class is its sign and whether the step ended the
+        episode (6 classes): an episode that ends with no reward (MiniGrid-Memory's wrong object)
+        is its own class, not one step among thousands of ordinary zero-reward steps.
         """
         h = self.features(memory, targets["future_action"])
         valid = targets["future_valid"]
         out = {"obs": _masked_mean(self.observation.loss(h, targets["future_observation"]), valid)}
         reward = targets["future_reward"]
         reward_err = (self.reward(h).squeeze(-1) - symlog(reward / self.reward_scale)).pow(2)
-        out["reward"] = _balanced_mean(reward_err, torch.sign(reward).long() + 1, valid, 3)
         term = targets["future_terminated"]
+        out["reward"] = _balanced_mean(reward_err, reward_class(reward, term), valid, 6)
         term_err = F.binary_cross_entropy_with_logits(
             self.terminated(h).squeeze(-1), term.float(), reduction="none"
         )
         out["terminated"] = _balanced_mean(term_err, term.long(), valid, 2)
         if "far_reward" in targets:
             far_reward = targets["far_reward"]
+            context = None
+            if self.far_context_in is not None and step_inputs is not None:
+                offset = targets["far_offset"]  # (B, T): the target step is t + offset
+                rows = torch.arange(offset.shape[0], device=offset.device)[:, None]
+                steps = torch.arange(offset.shape[1], device=offset.device) + offset
+                context = step_inputs[rows, steps.clamp_max(offset.shape[1] - 1)]
             far_err = (
-                self.far_reward(memory, targets["far_action"], targets["far_offset"])
+                self.far_reward(memory, targets["far_action"], targets["far_offset"], context)
                 - symlog(far_reward / self.reward_scale)
             ).pow(2)
-            out["far"] = _balanced_mean(
-                far_err, torch.sign(far_reward).long() + 1, targets["far_valid"], 3
-            )
+            far_class = reward_class(far_reward, targets["far_terminated"])
+            out["far"] = _balanced_mean(far_err, far_class, targets["far_valid"], 6)
         return out
+
+
+def reward_class(reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+    """Class of each reward for the balanced losses, in 0..5: its sign (-, 0, +) and whether the
+    step ended the episode. ``reward``, ``terminated`` same shape -> long, same shape."""
+    return torch.sign(reward).long() + 1 + 3 * terminated.long()
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

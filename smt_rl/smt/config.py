@@ -45,6 +45,9 @@ class ModelConfig:
     horizon: int = 1  # Tf, future steps predicted from each memory
     cell: Literal["gated", "transformer", "gru"] = "gated"  # memory cell of the student
     cell_hidden: int = 256  # hidden width of the memory cell
+    far_context: bool = False  # the far target's reward predictor also reads the step input at its
+    # target step (what the agent sees there): the memory must then hold what that reward depends
+    # on given the view, e.g. MiniGrid-Memory's start object when facing an end object
 
 
 @dataclass

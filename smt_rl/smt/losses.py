@@ -53,8 +53,12 @@ def predictive_loss(
     batch: TensorDictBase,
     cfg: SMTConfig,
     generator: torch.Generator | None = None,
+    step_inputs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The decoder's loss from ``memory (B, T, K, d)`` on ``batch``'s futures: (total, terms).
+
+    ``step_inputs (B, T, D)``: the step encoder's outputs on ``batch``, read by the far target of
+    a model with ``far_context``.
 
     total = obs + reward + ``c_term`` * terminated + ``c_far`` * far (each term a mean over
     valid positions).
@@ -66,7 +70,7 @@ def predictive_loss(
         far_last_prob=cfg.far_last_prob,
         generator=generator,
     )
-    terms = model.decoder.losses(memory, targets)
+    terms = model.decoder.losses(memory, targets, step_inputs)
     total = (
         terms["obs"]
         + terms["reward"]
@@ -92,7 +96,7 @@ def smt_loss(
     mask, is_init = batch["mask"], batch["is_init"]
     x = model.step_encoder(batch)
     labels = model.teacher(x)
-    pred, terms = predictive_loss(model, labels, batch, cfg, generator)
+    pred, terms = predictive_loss(model, labels, batch, cfg, generator, x)
     prev = previous_memory(model, labels, is_init)
     if cfg.dyn_input_noise > 0:
         prev = rms_normalize(prev + cfg.dyn_input_noise * torch.randn_like(prev))
@@ -149,7 +153,7 @@ def bptt_loss(
         memory = model.cell.step(model.cell.reset_where(memory, is_init[:, t]), x[:, t])
         states.append(memory)
     student = torch.stack(states, 1)
-    pred, terms = predictive_loss(model, student, batch, cfg, generator)
+    pred, terms = predictive_loss(model, student, batch, cfg, generator, x)
     metrics = {"loss/total": float(pred.detach()), "loss/pred": float(pred.detach())}
     metrics.update({f"loss/pred_{k}": float(v.detach()) for k, v in terms.items()})
     return cfg.c_pred * pred, metrics

@@ -28,10 +28,10 @@ def predictive_targets(
     - ``future_observation`` ``(B, T, Tf, *o)``: o_{t+1} .. o_{t+Tf};
     - ``future_reward``, ``future_terminated`` ``(B, T, Tf)``: r_t .. r_{t+Tf-1} and their flags;
     - ``future_valid`` ``(B, T, Tf)``: the step t+k exists in the window;
-    - with ``far``: ``far_offset`` j, ``far_action`` a_{t+j}, ``far_reward`` r_{t+j} and
-      ``far_valid``, ``(B, T)``, where t+j is the window's last step with probability
-      ``far_last_prob`` (the step where episodic rewards often come) and otherwise uniform in
-      ``[t, last]``.
+    - with ``far``: ``far_offset`` j, ``far_action`` a_{t+j}, ``far_reward`` r_{t+j},
+      ``far_terminated`` (step t+j ended the episode) and ``far_valid``, ``(B, T)``, where t+j is
+      the window's last step with probability ``far_last_prob`` (the step where episodic rewards
+      often come) and otherwise uniform in ``[t, last]``.
     """
     mask = batch["mask"]
     steps = [_shift(mask, k) & mask for k in range(horizon)]
@@ -68,5 +68,6 @@ def predictive_targets(
         targets.set("far_offset", target_step - t)
         targets.set("far_action", batch["action"][rows, target_step])
         targets.set("far_reward", batch["next", "reward"][rows, target_step])
+        targets.set("far_terminated", batch["next", "terminated"][rows, target_step])
         targets.set("far_valid", mask & (target_step >= t))
     return targets
