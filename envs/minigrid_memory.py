@@ -37,15 +37,23 @@ class MiniGridSymbolic(gym.ObservationWrapper, RecordConstructorArgs):
         env: a MiniGrid env (its observation space must be a Dict with "image" and "direction").
         movement_only: if True, the action space becomes ``Discrete(3)`` (left, right, forward),
             all that navigation and memory tasks need; by default the full action space is kept.
+        categorical: if True, ``image`` is a flat ``MultiDiscrete`` of ``H * W * 3`` codes
+            (row-major over the (H, W, 3) image), ``nvec`` (11, 6, 3) per cell:
+            the symbolic codes are categories (a key is not "almost a ball"), so the encoder gives
+            every (cell, value) its own embedding and the next-observation target becomes a
+            cross-entropy in which one changed object weighs as much as any other change.
     """
 
-    def __init__(self, env: gym.Env, movement_only: bool = False) -> None:
-        if not isinstance(movement_only, (bool, np.bool_)):
-            raise ValueError(
-                f"MiniGridSymbolic: `movement_only` must be True or False, got {movement_only!r}."
-            )
-        movement_only = bool(movement_only)
-        RecordConstructorArgs.__init__(self, movement_only=movement_only)
+    def __init__(
+        self, env: gym.Env, movement_only: bool = False, categorical: bool = False
+    ) -> None:
+        for name, value in (("movement_only", movement_only), ("categorical", categorical)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(
+                    f"MiniGridSymbolic: `{name}` must be True or False, got {value!r}."
+                )
+        movement_only, categorical = bool(movement_only), bool(categorical)
+        RecordConstructorArgs.__init__(self, movement_only=movement_only, categorical=categorical)
         gym.ObservationWrapper.__init__(self, env)
         self.movement_only = movement_only
 
@@ -63,7 +71,16 @@ class MiniGridSymbolic(gym.ObservationWrapper, RecordConstructorArgs):
         image = space["image"]
         if image.shape[-1] == len(SYMBOLIC_CHANNEL_MAX):
             high = np.broadcast_to(np.array(SYMBOLIC_CHANNEL_MAX, image.dtype), image.shape)
-            image = spaces.Box(0, high.copy(), image.shape, image.dtype)
+            if categorical:
+                image = spaces.MultiDiscrete(high.astype(np.int64).reshape(-1) + 1)
+            else:
+                image = spaces.Box(0, high.copy(), image.shape, image.dtype)
+        elif categorical:
+            raise ValueError(
+                f"MiniGridSymbolic(categorical=True) needs the symbolic image (H, W, 3); got an "
+                f"image of shape {image.shape}."
+            )
+        self.categorical = categorical
         self.observation_space = spaces.Dict({"image": image, "direction": space["direction"]})
         if movement_only:
             if not (
@@ -78,7 +95,10 @@ class MiniGridSymbolic(gym.ObservationWrapper, RecordConstructorArgs):
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         """Keep image and direction; drop the mission string."""
-        return {"image": observation["image"], "direction": np.int64(observation["direction"])}
+        image = observation["image"]
+        if self.categorical:
+            image = image.astype(np.int64).reshape(-1)
+        return {"image": image, "direction": np.int64(observation["direction"])}
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         """Step the env; on the last step of an episode add ``info["success"]``."""

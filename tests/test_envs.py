@@ -300,6 +300,25 @@ def test_minigrid_movement_only() -> None:
     assert isinstance(remade, MiniGridSymbolic) and remade.action_space == spaces.Discrete(3)
 
 
+def test_minigrid_categorical_image_holds_the_same_codes_flat() -> None:
+    """categorical=True: the image is a flat MultiDiscrete of the same symbolic codes."""
+    plain = make_env("MiniGrid-MemoryS7-v0", kwargs={"movement_only": True})
+    flat = make_env("MiniGrid-MemoryS7-v0", kwargs={"movement_only": True, "categorical": True})
+    nvec = np.broadcast_to(np.array([11, 6, 3]), (7, 7, 3)).reshape(-1)
+    assert flat.observation_space["image"] == spaces.MultiDiscrete(nvec)
+    a, _ = plain.reset(seed=3)
+    b, _ = flat.reset(seed=3)
+    for step in range(60):
+        assert flat.observation_space.contains(b)
+        np.testing.assert_array_equal(b["image"], a["image"].reshape(-1).astype(np.int64))
+        action = step % 3
+        a, *_ = plain.step(action)
+        b, *_ = flat.step(action)
+    assert flat.spec.make().observation_space == flat.observation_space
+    with pytest.raises(ValueError, match="categorical"):
+        make_env("MiniGrid-MemoryS7-v0", kwargs={"categorical": "yes"})
+
+
 def test_minigrid_wrapper_rejects_non_minigrid_env() -> None:
     with pytest.raises(ValueError, match=r"'image'.*'direction'"):
         MiniGridSymbolic(PassiveTMaze(length=1))

@@ -212,8 +212,8 @@ def test_cli_pretrain_collects_when_no_dataset_and_checkpoints_are_checked(tmp_p
 
 
 def test_predictive_loss_weights_each_term_as_configured(tmaze50):
-    """c_far and c_term scale exactly their own terms (a task whose episodes end at a fixed step can
-    switch the termination target off)."""
+    """c_far, c_term and c_obs scale exactly their own terms (a task whose episodes end at a fixed
+    step can switch the termination target off)."""
     from dataclasses import replace
 
     from smt_rl.smt.losses import predictive_loss
@@ -226,13 +226,19 @@ def test_predictive_loss_weights_each_term_as_configured(tmaze50):
     with torch.no_grad():
         memory = model.teacher(model.step_encoder(batch))
         totals = {}
-        for c_term, c_far in ((1.0, 1.0), (0.0, 1.0), (1.0, 0.0)):
-            smt = replace(cfg.smt, c_term=c_term, c_far=c_far)
+        for c_term, c_far, c_obs in (
+            (1.0, 1.0, 1.0),
+            (0.0, 1.0, 1.0),
+            (1.0, 0.0, 1.0),
+            (1, 1, 0.5),
+        ):
+            smt = replace(cfg.smt, c_term=c_term, c_far=c_far, c_obs=c_obs)
             total, terms = predictive_loss(
                 model, memory, batch, smt, torch.Generator().manual_seed(0)
             )
-            totals[(c_term, c_far)] = (total, terms)
-    full, terms = totals[(1.0, 1.0)]
-    assert terms["terminated"] > 0 and terms["far"] > 0
-    torch.testing.assert_close(totals[(0.0, 1.0)][0], full - terms["terminated"])
-    torch.testing.assert_close(totals[(1.0, 0.0)][0], full - terms["far"])
+            totals[(c_term, c_far, c_obs)] = (total, terms)
+    full, terms = totals[(1.0, 1.0, 1.0)]
+    assert terms["terminated"] > 0 and terms["far"] > 0 and terms["obs"] > 0
+    torch.testing.assert_close(totals[(0.0, 1.0, 1.0)][0], full - terms["terminated"])
+    torch.testing.assert_close(totals[(1.0, 0.0, 1.0)][0], full - terms["far"])
+    torch.testing.assert_close(totals[(1, 1, 0.5)][0], full - 0.5 * terms["obs"])

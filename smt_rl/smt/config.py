@@ -66,6 +66,7 @@ class SMTConfig:
     c_unif: float = 0.001  # weight of the uniformity loss on teacher memories
     c_far: float = 1.0  # weight of the far reward target inside the predictive loss
     c_term: float = 1.0  # weight of the termination target inside the predictive loss
+    c_obs: float = 1.0  # weight of the next-observation target inside the predictive loss
     far_last_prob: float = 0.5  # chance a far target is the window's last step (else uniform)
     dyn_input_noise: float = 0.0  # std of noise added to m*_{t-1} fed to f (robustness to drift)
     dmt_updates: int = 250  # offline DMT updates (teacher frozen, student on its own states)

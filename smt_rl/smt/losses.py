@@ -60,8 +60,8 @@ def predictive_loss(
     ``step_inputs (B, T, D)``: the step encoder's outputs on ``batch``, read by the far target of
     a model with ``far_context``.
 
-    total = obs + reward + ``c_term`` * terminated + ``c_far`` * far (each term a mean over
-    valid positions).
+    total = ``c_obs`` * obs + reward + ``c_term`` * terminated + ``c_far`` * far (each term a mean
+    over valid positions).
     """
     targets = predictive_targets(
         batch,
@@ -72,7 +72,7 @@ def predictive_loss(
     )
     terms = model.decoder.losses(memory, targets, step_inputs)
     total = (
-        terms["obs"]
+        cfg.c_obs * terms["obs"]
         + terms["reward"]
         + cfg.c_term * terms["terminated"]
         + cfg.c_far * terms.get("far", 0.0)
