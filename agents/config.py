@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agents.baselines.config import GRUPPOConfig, RecurrentPPOConfig, SB3PPOConfig
 from smt_rl.smt.config import PretrainConfig
+
+ALGOS = ("smt_ppo", "ppo", "recurrent_ppo", "gru_ppo")  # what `algo` may name
 
 
 @dataclass
@@ -63,8 +66,16 @@ class EvalConfig:
 class TrainConfig(PretrainConfig):
     """``smt-rl train``: collect, SMT-pretrain, PPO x DMT, evaluate."""
 
-    algo: Literal["smt_ppo"] = "smt_ppo"  # the agent (baselines come with their own algo names)
+    algo: Literal["smt_ppo", "ppo", "recurrent_ppo", "gru_ppo"] = "smt_ppo"  # smt_ppo: this
+    # project's agent; ppo (SB3, memoryless), recurrent_ppo (sb3-contrib LSTM), gru_ppo (torchrl
+    # GRU): baselines, trained on the same env for total_timesteps and evaluated the same way
     total_timesteps: int = 50_000  # environment steps of the RL phase
+    budget_includes_data: bool = False  # smt_ppo: total_timesteps also pays for the logged
+    # pretraining data (RL gets total_timesteps - data steps), for equal-budget comparisons
     ppo: PPOConfig = field(default_factory=PPOConfig)  # policy optimisation
     dmt: DMTConfig = field(default_factory=DMTConfig)  # on-policy memory training
     eval: EvalConfig = field(default_factory=EvalConfig)  # final evaluation
+    sb3_ppo: SB3PPOConfig = field(default_factory=SB3PPOConfig)  # algo: ppo
+    recurrent_ppo: RecurrentPPOConfig = field(default_factory=RecurrentPPOConfig)  # algo:
+    # recurrent_ppo
+    gru_ppo: GRUPPOConfig = field(default_factory=GRUPPOConfig)  # algo: gru_ppo
