@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from smt_rl.errors import SmtRlError
 
@@ -86,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--list-keys", action="store_true", help="list config keys and exit")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    bench = sub.add_parser(
+        "benchmark",
+        help="run a suite of methods x tasks x seeds and write tables and plots",
+        description="SUITE is a file or a name under configs/suites (quick, memory_length, "
+        "popgym, minigrid). Finished runs are skipped, so a killed benchmark resumes.",
+    )
+    bench.add_argument("suite", help="suite file or name")
+    bench.add_argument("overrides", nargs="*", help="key=value overrides of the suite file")
+    bench.add_argument("--seeds", type=_positive_int, default=None, help="seeds per task/method")
+    bench.add_argument("--jobs", type=_positive_int, default=1, help="runs at once")
+
+    compare = sub.add_parser("compare", help="results table (mean, 95%% CI) of finished runs")
+    compare.add_argument("run_dirs", nargs="+", help="run folders written by `smt-rl train`")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+
     evaluate = sub.add_parser("eval", help="deterministic evaluation of a trained run")
     evaluate.add_argument("run_dir", help="run folder written by `smt-rl train`")
     evaluate.add_argument("--episodes", type=_positive_int, default=None, help="episodes")
@@ -144,6 +160,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config, overrides = _split_config(args)
             print(json.dumps(train(config, overrides, progress=not args.no_progress), indent=1))
+        elif args.command == "benchmark":
+            from agents.pipeline import benchmark
+
+            result = benchmark(args.suite, args.seeds, args.jobs, args.overrides)
+            print(Path(result["results"]).read_text())
+            print("plots:", *result["plots"], sep="\n  ")
+            if result["failed"]:
+                print(
+                    "failed runs (run the benchmark again to retry):", *result["failed"], sep="\n  "
+                )
+                return 1
+        elif args.command == "compare":
+            from agents.bench import markdown_table
+            from agents.pipeline import compare
+
+            rows = compare(args.run_dirs)
+            print(json.dumps(rows, indent=1) if args.json else markdown_table(rows))
         elif args.command == "eval":
             from agents.pipeline import evaluate
 

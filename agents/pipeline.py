@@ -201,15 +201,15 @@ def train(
 ) -> dict[str, Any]:
     """The whole pipeline; same as ``smt-rl train CONFIG [key=value ...]``.
 
-    Collect logged trajectories (or reuse ``data.path``), SMT-pretrain (into ``RUN_DIR/pretrain``),
-    PPO x DMT for ``total_timesteps`` env steps, then a deterministic evaluation on fresh seeds.
-    The run folder gets ``config.yaml``, ``metrics.jsonl``, tensorboard events, ``checkpoint/``
-    (the agent) and ``summary.json``.
+    ``algo: smt_ppo``: collect logged trajectories (or reuse ``data.path``), SMT-pretrain (into
+    ``RUN_DIR/pretrain``), PPO x DMT for ``total_timesteps`` env steps. ``algo: ppo |
+    recurrent_ppo | gru_ppo``: train that baseline for ``total_timesteps`` env steps (no data, no
+    pretraining). Then, for every algo, the same deterministic evaluation on fresh seeds. The run
+    folder gets ``config.yaml``, ``metrics.jsonl`` (RL lines carry ``time/wall_s`` since the start,
+    pretraining included), tensorboard events, ``checkpoint/`` (the agent) and ``summary.json``.
     """
     from agents.evaluate import evaluate_agent
-    from agents.smt_ppo import SMTPPO
     from smt_rl.run_logger import RunLogger
-    from smt_rl.smt.model import load_smt_model
 
     cfg = _resolve_config(TrainConfig, config, overrides)
     started = time.perf_counter()
@@ -225,16 +225,31 @@ def train(
         probe_env.close()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    dataset = _dataset_for(cfg, run_dir, progress)
-    pre = finished_pretraining(cfg, run_dir / "pretrain")
-    if pre is None:
-        pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)
-    model = load_smt_model(run_dir / "pretrain" / "checkpoint")
-    agent = SMTPPO(model, cfg, env_fn, cfg.device)
+    extra: dict[str, Any] = {}
+    rl_steps = cfg.total_timesteps
+    if cfg.algo == "smt_ppo":
+        agent, extra = _pretrained_smt_agent(cfg, run_dir, env_fn, progress)
+        if cfg.budget_includes_data:
+            rl_steps = cfg.total_timesteps - extra["pretrain_env_steps"]
+            if rl_steps <= 0:
+                raise ConfigError(
+                    f"total_timesteps={cfg.total_timesteps} with budget_includes_data=true leaves "
+                    f"no RL steps: the logged data alone took {extra['pretrain_env_steps']} steps. "
+                    "Raise total_timesteps or lower data.episodes."
+                )
+    else:
+        from agents.baselines import baseline_class
+
+        agent = baseline_class(cfg.algo)(cfg, env_fn, cfg.device)
     logger = RunLogger(run_dir)
-    agent.logger = lambda step, metrics: logger.log(step, metrics, phase="rl")
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        wall = round(time.perf_counter() - started, 3)
+        logger.log(step, {**metrics, "time/wall_s": wall}, phase="rl")
+
+    agent.logger = log
     try:
-        agent.learn(cfg.total_timesteps, progress_bar=progress)
+        agent.learn(rl_steps, progress_bar=progress)
     finally:
         logger.close()
     agent.save(run_dir / "checkpoint")
@@ -246,23 +261,70 @@ def train(
         "algo": cfg.algo,
         "seed": cfg.seed,
         "env_steps": agent.num_timesteps,
-        "pretrain_env_steps": dataset.num_steps,
+        **{k: v for k, v in extra.items() if k == "pretrain_env_steps"},
         "wall_s": round(time.perf_counter() - started, 3),
         **evaluation,
-        **{f"pretrain/{k}": v for k, v in pre.items() if k.startswith(("probe/", "rollout/"))},
+        **{k: v for k, v in extra.items() if k != "pretrain_env_steps"},
     }
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _pretrained_smt_agent(
+    cfg: TrainConfig, run_dir: Path, env_fn: Any, progress: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The SMT agent on a finished pretraining (done now unless ``RUN_DIR/pretrain`` holds one
+    with the same settings), and the summary entries it contributes."""
+    from agents.smt_ppo import SMTPPO
+    from smt_rl.smt.model import load_smt_model
+
+    dataset = _dataset_for(cfg, run_dir, progress)
+    pre = finished_pretraining(cfg, run_dir / "pretrain")
+    if pre is None:
+        pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)
+    model = load_smt_model(run_dir / "pretrain" / "checkpoint")
+    extra = {
+        "pretrain_env_steps": dataset.num_steps,
+        **{f"pretrain/{k}": v for k, v in pre.items() if k.startswith(("probe/", "rollout/"))},
+    }
+    return SMTPPO(model, cfg, env_fn, cfg.device), extra
+
+
+def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "auto") -> Any:
+    """Any saved agent (``smt_ppo`` or a baseline), by the kind its checkpoint declares.
+
+    Raises:
+        CheckpointError: missing, corrupt or foreign checkpoint.
+    """
+    from agents.baselines import BASELINE_KINDS, baseline_class
+    from agents.smt_ppo import SMTPPO
+
+    spec_path = Path(folder) / SPEC_FILE
+    if not spec_path.is_file():
+        raise CheckpointError(
+            f"{str(folder)!r} holds no agent checkpoint ({SPEC_FILE} missing): point to "
+            "RUN_DIR/checkpoint of a finished `smt-rl train` run."
+        )
+    spec = read_format_json(
+        spec_path,
+        CHECKPOINT_FORMAT,
+        CheckpointError,
+        "checkpoint description",
+        "re-run the training.",
+    )
+    kind = spec.get("kind")
+    if kind in BASELINE_KINDS:
+        return baseline_class(BASELINE_KINDS[kind]).load(folder, env_fn, device)
+    return SMTPPO.load(folder, env_fn, device)
 
 
 def evaluate(run_dir: str | os.PathLike, episodes: int | None = None) -> dict[str, Any]:
     """Deterministic evaluation of the agent saved in ``run_dir`` on fresh seeds; same as
     ``smt-rl eval RUN_DIR [--episodes N]``. Writes ``RUN_DIR/eval.json``."""
     from agents.evaluate import evaluate_agent
-    from agents.smt_ppo import SMTPPO
 
     run_dir = Path(run_dir)
-    agent = SMTPPO.load(run_dir / "checkpoint")
+    agent = load_agent(run_dir / "checkpoint")
     cfg = agent.cfg
     env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
     result = evaluate_agent(
@@ -275,3 +337,62 @@ def evaluate(run_dir: str | os.PathLike, episodes: int | None = None) -> dict[st
     result = {"env_id": cfg.env.id, "algo": cfg.algo, **result}
     atomic_write_json(run_dir / "eval.json", result)
     return result
+
+
+def benchmark(
+    suite: str,
+    seeds: int | None = None,
+    jobs: int = 1,
+    overrides: Sequence[str] = (),
+    echo: Any = print,
+) -> dict[str, Any]:
+    """Run a suite and write its results; same as ``smt-rl benchmark SUITE [--seeds N]
+    [--jobs J] [key=value ...]``.
+
+    Runs every (task, method, seed) that has not finished yet as its own ``smt-rl train`` process
+    (at most ``jobs`` at once), then writes ``OUT/results.md``, ``OUT/results.json`` and
+    ``OUT/plots/*.png`` from every finished run of the suite.
+
+    Args:
+        suite: a suite file, or a name under ``configs/suites`` (``quick``, ``memory_length``...).
+        seeds: seeds per (task, method) (default: the suite's ``seeds``).
+        jobs: processes at once.
+        overrides: ``key=value`` on the suite file (e.g. ``out=runs/b2``).
+        echo: where progress lines go.
+
+    Returns:
+        ``{"rows": [...], "results": path, "plots": [...], "failed": [...]}``.
+    """
+    from agents.bench import aggregate, load_suite, read_run, run_all, run_specs, write_results
+    from agents.bench.plots import plot_curves, plot_success_vs_memory
+
+    suite_cfg = load_suite(suite, list(overrides))
+    specs = run_specs(suite_cfg, seeds)
+    report = run_all(specs, jobs, echo)
+    records = [read_run(s.out, s.task) for s in specs if s.finished]
+    rows = aggregate(records)
+    out = Path(suite_cfg.out)
+    path = write_results(rows, out, f"Suite {suite_cfg.name}")
+    plots = plot_curves(records, out / "plots")
+    lengths = {t.name: t.memory_length for t in suite_cfg.tasks if t.memory_length is not None}
+    memory_plot = plot_success_vs_memory(rows, lengths, out / "plots")
+    if memory_plot is not None:
+        plots.append(memory_plot)
+    return {
+        "rows": rows,
+        "results": str(path),
+        "plots": [str(p) for p in plots],
+        "failed": [str(s.out) for s in report["failed"]],
+    }
+
+
+def compare(run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Rows (mean and 95% bootstrap CI over seeds per task and method) for finished run folders;
+    same as ``smt-rl compare RUN_DIR...``, which prints them as a markdown table."""
+    from agents.bench import aggregate, read_run
+
+    if not run_dirs:
+        raise ConfigError(
+            "compare needs at least one run folder (RUN_DIR written by smt-rl train)."
+        )
+    return aggregate([read_run(folder) for folder in run_dirs])

@@ -1,0 +1,101 @@
+"""Benchmark suites: which methods run on which tasks, with how many env steps, read from YAML.
+
+A suite file (``configs/suites/NAME.yaml``)::
+
+    name: memory_length
+    out: runs/benchmarks/memory_length   # one folder per run: OUT/TASK/METHOD/seed_S
+    seeds: 3
+    methods: [smt_ppo, recurrent_ppo, gru_ppo, ppo]
+    tasks:
+      - name: tmaze_100
+        config: configs/tmaze.yaml        # the task's train config (its per-algo sections)
+        budget: 300000                    # env steps per run, the same for every method
+        memory_length: 100                # x axis of the success-versus-memory-length plot
+        overrides: [env.kwargs.length=100]
+        method_overrides: {smt_ppo: [data.episodes=1000]}
+
+Every run is ``smt-rl train CONFIG overrides... method_overrides... algo=METHOD seed=S
+total_timesteps=BUDGET budget_includes_data=true out=...``: the SMT agent's logged pretraining data
+is paid from the same budget as the baselines' interaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.config import ALGOS
+from smt_rl.config import load_config
+from smt_rl.errors import ConfigError
+
+SUITES_DIR = Path("configs") / "suites"
+
+
+@dataclass
+class SuiteTask:
+    """One task of a suite."""
+
+    name: str = ""  # label of the task in tables, plots and run folders
+    config: str = ""  # train config file of the task (path relative to the working directory)
+    budget: int = 100_000  # env steps per run, every method (smt_ppo: logged data + RL)
+    memory_length: int | None = None  # steps between cue and use, for the memory-length plot
+    overrides: list[str] = field(default_factory=list)  # key=value applied to every method
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)  # per method: key=value
+
+
+@dataclass
+class SuiteConfig:
+    """``smt-rl benchmark SUITE``: methods x tasks x seeds."""
+
+    name: str = ""  # suite name (table titles)
+    out: str = "runs/benchmarks"  # root folder of the runs and results
+    seeds: int = 3  # seeds 0 .. seeds-1 per (task, method)
+    methods: list[str] = field(default_factory=lambda: list(ALGOS))  # algos to compare
+    tasks: list[SuiteTask] = field(default_factory=list)  # the tasks
+
+
+def suite_path(suite: str) -> Path:
+    """A suite file from a path, or from a name under ``configs/suites``."""
+    path = Path(suite)
+    if path.is_file():
+        return path
+    named = SUITES_DIR / f"{suite}.yaml"
+    if named.is_file():
+        return named
+    known = sorted(p.stem for p in SUITES_DIR.glob("*.yaml")) if SUITES_DIR.is_dir() else []
+    raise ConfigError(
+        f"suite {suite!r} is neither a file nor a name under {SUITES_DIR}/ (known: "
+        f"{', '.join(known) or 'none'}); run from the repository root or pass the file's path."
+    )
+
+
+def load_suite(suite: str, overrides: list[str] | tuple[str, ...] = ()) -> SuiteConfig:
+    """Read and check a suite: known methods, unique task names, existing config files."""
+    cfg = load_config(SuiteConfig, suite_path(suite), list(overrides))
+    if not cfg.tasks:
+        raise ConfigError(f"suite {suite!r}: `tasks` is empty; list at least one task.")
+    if cfg.seeds < 1:
+        raise ConfigError(f"suite {suite!r}: `seeds` must be >= 1, got {cfg.seeds}.")
+    bad = [m for m in cfg.methods if m not in ALGOS]
+    if bad or not cfg.methods:
+        raise ConfigError(
+            f"suite {suite!r}: `methods` {bad or '[]'} unknown; choose from {', '.join(ALGOS)}."
+        )
+    names = [t.name for t in cfg.tasks]
+    for i, task in enumerate(cfg.tasks):
+        where = f"suite {suite!r}: tasks[{i}]"
+        if not task.name or task.name in names[:i] or "/" in task.name:
+            raise ConfigError(f"{where}.name {task.name!r} must be unique, non-empty, without '/'.")
+        if not Path(task.config).is_file():
+            raise ConfigError(
+                f"{where}.config {task.config!r} is not a file (paths are relative "
+                "to the working directory: run from the repository root)."
+            )
+        if task.budget < 1:
+            raise ConfigError(f"{where}.budget must be a positive number of env steps.")
+        extra = sorted(set(task.method_overrides) - set(ALGOS))
+        if extra:
+            raise ConfigError(
+                f"{where}.method_overrides names {extra}; methods are {', '.join(ALGOS)}."
+            )
+    return cfg

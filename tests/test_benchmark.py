@@ -1,0 +1,123 @@
+"""The benchmark harness: suites, runs as processes, resumability, tables, plots, compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.bench import aggregate, load_suite, markdown_table, read_run, run_specs
+from agents.bench.results import ResultsError, bootstrap_ci
+from agents.cli import main
+from agents.pipeline import benchmark, compare
+from smt_rl.errors import ConfigError
+
+ALL_METHODS = {"smt_ppo", "ppo", "recurrent_ppo", "gru_ppo"}
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_agreement():
+    assert bootstrap_ci([0.7]) == (0.7, 0.7)
+    low, high = bootstrap_ci([0.0, 1.0, 1.0, 0.0, 1.0])
+    assert low < 0.6 < high and low >= 0.0 and high <= 1.0
+    tight = bootstrap_ci([0.58, 0.6, 0.62, 0.6, 0.6])
+    assert tight[1] - tight[0] < (high - low) / 5
+    assert bootstrap_ci([0.0, 1.0, 1.0]) == bootstrap_ci([0.0, 1.0, 1.0])  # seeded
+
+
+def test_every_shipped_suite_loads_and_names_real_configs():
+    for name, tasks in (("quick", 1), ("memory_length", 5), ("popgym", 5), ("minigrid", 3)):
+        suite = load_suite(name)
+        assert len(suite.tasks) == tasks
+        assert set(suite.methods) == ALL_METHODS
+        specs = run_specs(suite)
+        assert len(specs) == tasks * 4 * suite.seeds
+        assert all("budget_includes_data=true" in s.command for s in specs)
+    lengths = [t.memory_length for t in load_suite("memory_length").tasks]
+    assert lengths == [10, 30, 100, 300, 1000]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("tasks: []", "tasks"),
+        ("methods: [smt_ppo, lstm]\ntasks: [{name: a, config: configs/tmaze.yaml}]", "methods"),
+        ("tasks: [{name: a, config: nope.yaml}]", r"tasks\[0\]\.config"),
+        (
+            "tasks: [{name: a, config: configs/tmaze.yaml}, {name: a, config: configs/tmaze.yaml}]",
+            r"tasks\[1\]\.name",
+        ),
+        ("tasks: [{name: a, config: configs/tmaze.yaml, budjet: 5}]", "budjet"),
+        ("tasks: [{name: a, config: configs/tmaze.yaml, method_overrides: {dqn: []}}]", "dqn"),
+    ],
+)
+def test_bad_suites_fail_naming_the_field(tmp_path, text, match):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_suite(str(path))
+    with pytest.raises(ConfigError, match="configs/suites"):
+        load_suite("no_such_suite")
+
+
+def test_compare_refuses_unfinished_runs(tmp_path):
+    (tmp_path / "config.yaml").write_text("algo: ppo\n")
+    with pytest.raises(ResultsError, match="not a finished run"):
+        read_run(tmp_path)
+    with pytest.raises(ConfigError):
+        compare([])
+
+
+def test_quick_suite_runs_every_method_writes_table_and_plots_and_resumes(tmp_path, capsys):
+    """The CI-sized suite: every method once on T-maze length 2 (who wins is not asserted)."""
+    out = tmp_path / "quick"
+    lines: list[str] = []
+    result = benchmark("quick", jobs=2, overrides=[f"out={out}"], echo=lines.append)
+    assert result["failed"] == []
+    rows = {row["method"]: row for row in result["rows"]}
+    assert set(rows) == ALL_METHODS
+    for method, row in rows.items():
+        assert row["task"] == "tmaze_2" and row["seeds"] == [0]
+        assert row["runs"] == [str(out / "tmaze_2" / method / "seed_0")]
+        assert 0.0 <= row["success"]["mean"] <= 1.0
+        low, high = row["success"]["ci95"]
+        assert low == high == row["success"]["mean"]  # one seed
+        # equal budget: every method used ~3,000 env steps, smt_ppo's logged data included
+        assert 3000 <= row["env_steps"] <= 3000 + 512, (method, row["env_steps"])
+        summary = json.loads(Path(row["runs"][0], "summary.json").read_text())
+        assert summary["algo"] == method and summary["eval/episodes"] == 20
+    smt = json.loads((out / "tmaze_2" / "smt_ppo" / "seed_0" / "summary.json").read_text())
+    assert smt["pretrain_env_steps"] > 0
+    stored = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in stored["rows"]} == ALL_METHODS
+    table = (out / "results.md").read_text()
+    assert all(f"| tmaze_2 | {m} | 1 |" in table for m in ALL_METHODS)
+    plots = {Path(p).name for p in result["plots"]}
+    assert plots == {
+        "return_vs_steps_tmaze_2.png",
+        "return_vs_wall_tmaze_2.png",
+        "success_vs_memory_length.png",
+    }
+    for name in plots:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second call starts nothing: every run is finished
+    before = {m: Path(rows[m]["runs"][0], "summary.json").stat().st_mtime_ns for m in rows}
+    lines.clear()
+    again = benchmark("quick", jobs=2, overrides=[f"out={out}"], echo=lines.append)
+    assert lines == ["4 runs already finished: skipped"]
+    assert {m: Path(rows[m]["runs"][0], "summary.json").stat().st_mtime_ns for m in rows} == before
+    assert again["rows"] == result["rows"]
+
+    # compare reads the same runs into the same table
+    runs = [r for row in result["rows"] for r in row["runs"]]
+    compared = compare(runs)
+    assert [(r["method"], r["success"]) for r in compared] == [
+        (r["method"], r["success"]) for r in aggregate([read_run(p) for p in runs])
+    ]
+    assert main(["compare", *runs]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("smt_rl/PassiveTMaze-v0(length=2)") == 4
+    assert markdown_table(compared).splitlines()[0] == printed.splitlines()[0]
+    assert np.isfinite([r["wall_s"] for r in compared]).all()
