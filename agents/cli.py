@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("overrides", nargs="*", help="key=value overrides of the suite file")
     bench.add_argument("--seeds", type=_positive_int, default=None, help="seeds per task/method")
     bench.add_argument("--jobs", type=_positive_int, default=1, help="runs at once")
+    bench.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
 
     compare = sub.add_parser("compare", help="results table (mean, 95%% CI) of finished runs")
     compare.add_argument("run_dirs", nargs="+", help="run folders written by `smt-rl train`")
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "benchmark":
             from agents.pipeline import benchmark
 
-            result = benchmark(args.suite, args.seeds, args.jobs, args.overrides)
+            result = benchmark(args.suite, args.seeds, args.jobs, args.overrides, tasks=args.tasks)
             print(Path(result["results"]).read_text())
             print("plots:", *result["plots"], sep="\n  ")
             if result["failed"]:

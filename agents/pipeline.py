@@ -345,6 +345,7 @@ def benchmark(
     jobs: int = 1,
     overrides: Sequence[str] = (),
     echo: Any = print,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run a suite and write its results; same as ``smt-rl benchmark SUITE [--seeds N]
     [--jobs J] [key=value ...]``.
@@ -359,6 +360,7 @@ def benchmark(
         jobs: processes at once.
         overrides: ``key=value`` on the suite file (e.g. ``out=runs/b2``).
         echo: where progress lines go.
+        tasks: run (and tabulate) only these task names of the suite.
 
     Returns:
         ``{"rows": [...], "results": path, "plots": [...], "failed": [...]}``.
@@ -367,6 +369,14 @@ def benchmark(
     from agents.bench.plots import plot_curves, plot_success_vs_memory
 
     suite_cfg = load_suite(suite, list(overrides))
+    if tasks:
+        unknown = sorted(set(tasks) - {t.name for t in suite_cfg.tasks})
+        if unknown:
+            raise ConfigError(
+                f"--tasks {unknown} not in suite {suite!r}; its tasks: "
+                f"{', '.join(t.name for t in suite_cfg.tasks)}."
+            )
+        suite_cfg.tasks = [t for t in suite_cfg.tasks if t.name in tasks]
     specs = run_specs(suite_cfg, seeds)
     report = run_all(specs, jobs, echo)
     records = [read_run(s.out, s.task) for s in specs if s.finished]
