@@ -231,12 +231,6 @@ def train(
         agent, extra = _pretrained_smt_agent(cfg, run_dir, env_fn, progress)
         if cfg.budget_includes_data:
             rl_steps = cfg.total_timesteps - extra["pretrain_env_steps"]
-            if rl_steps <= 0:
-                raise ConfigError(
-                    f"total_timesteps={cfg.total_timesteps} with budget_includes_data=true leaves "
-                    f"no RL steps: the logged data alone took {extra['pretrain_env_steps']} steps. "
-                    "Raise total_timesteps or lower data.episodes."
-                )
     else:
         from agents.baselines import baseline_class
 
@@ -279,6 +273,12 @@ def _pretrained_smt_agent(
     from smt_rl.smt.model import load_smt_model
 
     dataset = _dataset_for(cfg, run_dir, progress)
+    if cfg.budget_includes_data and dataset.num_steps >= cfg.total_timesteps:
+        raise ConfigError(
+            f"total_timesteps={cfg.total_timesteps} with budget_includes_data=true leaves no RL "
+            f"steps: the logged data alone took {dataset.num_steps} steps. Raise total_timesteps "
+            "or lower data.episodes."
+        )
     pre = finished_pretraining(cfg, run_dir / "pretrain")
     if pre is None:
         pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)

@@ -11,7 +11,7 @@ import pytest
 from agents.bench import aggregate, load_suite, markdown_table, read_run, run_specs
 from agents.bench.results import ResultsError, bootstrap_ci
 from agents.cli import main
-from agents.pipeline import benchmark, compare
+from agents.pipeline import benchmark, compare, evaluate, train
 from smt_rl.errors import ConfigError
 
 ALL_METHODS = {"smt_ppo", "ppo", "recurrent_ppo", "gru_ppo"}
@@ -102,6 +102,11 @@ def test_quick_suite_runs_every_method_writes_table_and_plots_and_resumes(tmp_pa
     for name in plots:
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # `smt-rl eval` reloads every kind of agent from its safetensors checkpoint
+    for method, row in rows.items():
+        again_eval = evaluate(row["runs"][0], episodes=5)
+        assert again_eval["algo"] == method and again_eval["eval/episodes"] == 5
+
     # a second call starts nothing: every run is finished
     before = {m: Path(rows[m]["runs"][0], "summary.json").stat().st_mtime_ns for m in rows}
     lines.clear()
@@ -121,3 +126,18 @@ def test_quick_suite_runs_every_method_writes_table_and_plots_and_resumes(tmp_pa
     assert printed.count("smt_rl/PassiveTMaze-v0(length=2)") == 4
     assert markdown_table(compared).splitlines()[0] == printed.splitlines()[0]
     assert np.isfinite([r["wall_s"] for r in compared]).all()
+
+
+def test_a_budget_smaller_than_the_logged_data_is_refused(tmp_path):
+    """budget_includes_data: the SMT agent's RL phase gets the budget minus its data; a budget
+    the data alone exceeds stops with the fix named, before any RL step."""
+    overrides = [
+        "env.kwargs.length=2",
+        "data.episodes=20",
+        "total_timesteps=50",
+        "budget_includes_data=true",
+        f"out={tmp_path / 'run'}",
+    ]
+    with pytest.raises(ConfigError, match="total_timesteps=50 with budget_includes_data"):
+        train("configs/tmaze.yaml", overrides, progress=False)
+    assert not (tmp_path / "run" / "pretrain").exists()
