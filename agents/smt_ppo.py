@@ -35,11 +35,13 @@ from smt_rl.device import resolve_device
 from smt_rl.smt.model import SMTModel
 from smt_rl.spaces import (
     batch_to_tensor,
+    is_single_observation,
     space_from_dict,
     space_to_dict,
     stack_observations,
     tensor_to_numpy,
     torch_dtype,
+    unbatch_observations,
 )
 
 
@@ -207,8 +209,10 @@ class SMTPPO:
         Returns:
             (actions, next state).
         """
-        single = _is_single(observation, self.observation_space)
-        observations = [observation] if single else _unbatch(observation, self.observation_space)
+        single = is_single_observation(observation, self.observation_space)
+        observations = (
+            [observation] if single else unbatch_observations(observation, self.observation_space)
+        )
         n = len(observations)
         if state is None:
             state = self.initial_state(n)
@@ -533,18 +537,3 @@ class SMTPPO:
         agent = cls(model, cfg, env_fn, device, policy=modules.policy)
         agent.num_timesteps = int(spec.get("num_timesteps", 0))
         return agent
-
-
-def _is_single(observation: Any, space: spaces.Space) -> bool:
-    if isinstance(space, spaces.Dict):
-        key = next(iter(space.spaces))
-        return _is_single(observation[key], space.spaces[key])
-    return np.asarray(observation).shape == space.shape
-
-
-def _unbatch(observation: Any, space: spaces.Space) -> list[Any]:
-    if isinstance(space, spaces.Dict):
-        parts = {k: _unbatch(observation[k], s) for k, s in space.spaces.items()}
-        n = len(next(iter(parts.values())))
-        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
-    return list(np.asarray(observation))

@@ -146,3 +146,21 @@ def stack_observations(observations: list[Any], space: spaces.Space) -> Any:
             k: stack_observations([o[k] for o in observations], s) for k, s in space.spaces.items()
         }
     return np.stack([np.asarray(o) for o in observations])
+
+
+def is_single_observation(observation: Any, space: spaces.Space) -> bool:
+    """True when ``observation`` is one sample of ``space`` rather than a batch of them."""
+    if isinstance(space, spaces.Dict):
+        key = next(iter(space.spaces))
+        return is_single_observation(observation[key], space.spaces[key])
+    return np.asarray(observation).shape == space.shape
+
+
+def unbatch_observations(observation: Any, space: spaces.Space) -> list[Any]:
+    """Split a batch (numpy ``(N, ...)`` or a dict of them, as :func:`stack_observations` builds
+    it) into N single observations."""
+    if isinstance(space, spaces.Dict):
+        parts = {k: unbatch_observations(observation[k], s) for k, s in space.spaces.items()}
+        n = len(next(iter(parts.values())))
+        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
+    return list(np.asarray(observation))

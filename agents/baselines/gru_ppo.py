@@ -70,7 +70,13 @@ from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, sa
 from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.device import resolve_device
 from smt_rl.errors import ConfigError
-from smt_rl.spaces import check_space, space_from_dict, space_to_dict
+from smt_rl.spaces import (
+    check_space,
+    is_single_observation,
+    space_from_dict,
+    space_to_dict,
+    unbatch_observations,
+)
 
 KIND = "gru_ppo_agent"
 STATE_KEY = "recurrent_state"  # the GRU state the policy reads at a step, (..., 1, gru_hidden)
@@ -296,8 +302,10 @@ class GRUPPOAgent:
             scalar action.
         """
         del reward
-        single = _is_single(observation, self.observation_space)
-        rows = [observation] if single else _unbatch(observation, self.observation_space)
+        single = is_single_observation(observation, self.observation_space)
+        rows = (
+            [observation] if single else unbatch_observations(observation, self.observation_space)
+        )
         n = len(rows)
         flat = np.stack([spaces.flatten(self.observation_space, row) for row in rows])
         obs = torch.as_tensor(flat).to(self.device)
@@ -508,20 +516,3 @@ def _check_settings(cfg: TrainConfig) -> int:
             f"{n * g.slice_len * max(1, round(g.frames_per_batch / (n * g.slice_len)))}."
         )
     return g.frames_per_batch // n
-
-
-def _is_single(observation: Any, space: spaces.Space) -> bool:
-    """Whether ``observation`` is one sample of ``space`` rather than a batch."""
-    if isinstance(space, spaces.Dict):
-        key = next(iter(space.spaces))
-        return _is_single(observation[key], space.spaces[key])
-    return np.asarray(observation).shape == space.shape
-
-
-def _unbatch(observation: Any, space: spaces.Space) -> list[Any]:
-    """A batch (numpy ``(N, ...)`` or dict of such) as a list of N single observations."""
-    if isinstance(space, spaces.Dict):
-        parts = {k: _unbatch(observation[k], s) for k, s in space.spaces.items()}
-        n = len(next(iter(parts.values())))
-        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
-    return list(np.asarray(observation))

@@ -45,7 +45,13 @@ from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, sa
 from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
-from smt_rl.spaces import check_space, space_from_dict, space_to_dict
+from smt_rl.spaces import (
+    check_space,
+    is_single_observation,
+    space_from_dict,
+    space_to_dict,
+    unbatch_observations,
+)
 
 STATS_WINDOW = 100  # finished episodes averaged in rollout/return_mean and rollout/success_rate
 
@@ -104,23 +110,6 @@ class FlatFloatObservation(gym.ObservationWrapper):
 def flatten_batch(space: spaces.Space, items: list[Any]) -> np.ndarray:
     """``(N, D)`` float32 from N single observations of ``space``, as the env wrapper does it."""
     return np.stack([spaces.flatten(space, item) for item in items]).astype(np.float32)
-
-
-def is_single(observation: Any, space: spaces.Space) -> bool:
-    """True when ``observation`` is one sample of ``space`` rather than a batch of them."""
-    if isinstance(space, spaces.Dict):
-        key = next(iter(space.spaces))
-        return is_single(observation[key], space.spaces[key])
-    return np.asarray(observation).shape == space.shape
-
-
-def unbatch(observation: Any, space: spaces.Space) -> list[Any]:
-    """Split a batch (numpy ``(N, ...)`` or a dict of them) into N single observations."""
-    if isinstance(space, spaces.Dict):
-        parts = {k: unbatch(observation[k], s) for k, s in space.spaces.items()}
-        n = len(next(iter(parts.values())))
-        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
-    return list(np.asarray(observation))
 
 
 class AnnealedLR:
@@ -329,8 +318,10 @@ class _SB3Agent:
             (actions ``(N, *action_shape)``, or one action for one observation; next state).
         """
         del reward
-        single = is_single(observation, self.observation_space)
-        items = [observation] if single else unbatch(observation, self.observation_space)
+        single = is_single_observation(observation, self.observation_space)
+        items = (
+            [observation] if single else unbatch_observations(observation, self.observation_space)
+        )
         n = len(items)
         starts = (
             np.ones(n, dtype=bool)
