@@ -150,6 +150,17 @@ def pretrain(
     return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress)
 
 
+def _checkpoint_spec(spec_path: Path) -> dict[str, Any]:
+    """A checkpoint's ``checkpoint.json``, format-checked (CheckpointError when corrupt)."""
+    return read_format_json(
+        spec_path,
+        CHECKPOINT_FORMAT,
+        CheckpointError,
+        "checkpoint description",
+        "re-run the training.",
+    )
+
+
 PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
 
 
@@ -163,13 +174,7 @@ def finished_pretraining(cfg: PretrainConfig, folder: Path) -> dict[str, Any] | 
     summary_path, spec_path = folder / "summary.json", folder / "checkpoint" / SPEC_FILE
     if not (summary_path.is_file() and spec_path.is_file()):
         return None
-    spec = read_format_json(
-        spec_path,
-        CHECKPOINT_FORMAT,
-        CheckpointError,
-        "checkpoint description",
-        "re-run the training.",
-    )
+    spec = _checkpoint_spec(spec_path)
     # read back through the schema: keys added since that run take their defaults (the behaviour
     # the run had), so a pretraining stays reusable across versions
     stored = config_to_dict(config_from_dict(type(cfg), spec["config"]))
@@ -305,13 +310,7 @@ def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "aut
             f"{str(folder)!r} holds no agent checkpoint ({SPEC_FILE} missing): point to "
             "RUN_DIR/checkpoint of a finished `smt-rl train` run."
         )
-    spec = read_format_json(
-        spec_path,
-        CHECKPOINT_FORMAT,
-        CheckpointError,
-        "checkpoint description",
-        "re-run the training.",
-    )
+    spec = _checkpoint_spec(spec_path)
     kind = spec.get("kind")
     if kind in BASELINE_KINDS:
         return baseline_class(BASELINE_KINDS[kind]).load(folder, env_fn, device)
