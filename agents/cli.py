@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=_positive_int, default=None, help="seeds per task/method")
     bench.add_argument("--jobs", type=_positive_int, default=1, help="runs at once")
     bench.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
+    bench.add_argument(
+        "--report-only", action="store_true", help="start no run: tabulate the finished ones"
+    )
 
     compare = sub.add_parser("compare", help="results table (mean, 95%% CI) of finished runs")
     compare.add_argument("run_dirs", nargs="+", help="run folders written by `smt-rl train`")

@@ -345,6 +345,7 @@ def benchmark(
     overrides: Sequence[str] = (),
     echo: Any = print,
     tasks: Sequence[str] | None = None,
+    run: bool = True,
 ) -> dict[str, Any]:
     """Run a suite and write its results; same as ``smt-rl benchmark SUITE [--seeds N]
     [--jobs J] [key=value ...]``.
@@ -360,6 +361,7 @@ def benchmark(
         overrides: ``key=value`` on the suite file (e.g. ``out=runs/b2``).
         echo: where progress lines go.
         tasks: run (and tabulate) only these task names of the suite.
+        run: False: start nothing, only tabulate and plot the runs already finished.
 
     Returns:
         ``{"rows": [...], "results": path, "plots": [...], "failed": [...]}``.
@@ -377,7 +379,7 @@ def benchmark(
             )
         suite_cfg.tasks = [t for t in suite_cfg.tasks if t.name in tasks]
     specs = run_specs(suite_cfg, seeds)
-    report = run_all(specs, jobs, echo)
+    report = run_all(specs, jobs, echo) if run else {"failed": []}
     records = [read_run(s.out, s.task) for s in specs if s.finished]
     rows = aggregate(records)
     out = Path(suite_cfg.out)
