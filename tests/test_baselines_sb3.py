@@ -84,7 +84,11 @@ def test_learn_logs_every_rollout(trained):
     assert 0.0 < last["ppo/entropy"] <= math.log(2) + 1e-6
     # lr decays linearly to 0 at the end of the budget; the last update still learns
     lrs = [m["ppo/lr"] for _, m in lines]
-    assert lrs == sorted(lrs, reverse=True) and lrs[0] == pytest.approx(agent.settings.lr) and lrs[-1] > 0
+    assert (
+        lrs == sorted(lrs, reverse=True)
+        and lrs[0] == pytest.approx(agent.settings.lr)
+        and lrs[-1] > 0
+    )
 
 
 def test_save_has_no_pickle_and_load_predicts_identically(trained):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agents.bench import aggregate, load_suite, markdown_table, read_run, run_specs
-from agents.bench.results import ResultsError, bootstrap_ci
+from agents.bench.results import ResultsError, RunRecord, bootstrap_ci, time_to_success
 from agents.cli import main
 from agents.pipeline import benchmark, compare, evaluate, train
 from smt_rl.errors import ConfigError
@@ -115,6 +115,11 @@ def test_quick_suite_runs_every_method_writes_table_and_plots_and_resumes(tmp_pa
     assert {m: Path(rows[m]["runs"][0], "summary.json").stat().st_mtime_ns for m in rows} == before
     assert again["rows"] == result["rows"]
 
+    # --report-only: nothing started, the same table
+    lines.clear()
+    report = benchmark("quick", overrides=[f"out={out}"], echo=lines.append, run=False)
+    assert lines == [] and report["rows"] == result["rows"]
+
     # compare reads the same runs into the same table
     runs = [r for row in result["rows"] for r in row["runs"]]
     compared = compare(runs)
@@ -141,3 +146,20 @@ def test_a_budget_smaller_than_the_logged_data_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="total_timesteps=50 with budget_includes_data"):
         train("configs/tmaze.yaml", overrides, progress=False)
     assert not (tmp_path / "run" / "pretrain").exists()
+
+
+def test_time_to_success_is_the_first_logged_wall_clock_at_the_threshold():
+    curve = [
+        {"step": 100, "rollout/success_rate": 0.5, "time/wall_s": 10.0},
+        {"step": 200, "rollout/success_rate": 0.92, "time/wall_s": 20.0},
+        {"step": 300, "rollout/success_rate": 0.99, "time/wall_s": 30.0},
+    ]
+    record = RunRecord(Path("."), "t", "smt_ppo", 0, {}, curve)
+    assert time_to_success(record) == 20.0
+    assert time_to_success(record, 0.95) == 30.0
+    assert time_to_success(record, 1.0) is None
+    no_success = RunRecord(Path("."), "t", "ppo", 0, {}, [{"step": 1, "time/wall_s": 1.0}])
+    assert time_to_success(no_success) is None
+    rows = aggregate([record, RunRecord(Path("x"), "t", "smt_ppo", 1, {}, curve[:1])])
+    assert rows[0]["time_to_success"] == [20.0, None]
+    assert "1/2 seeds, 20 s" in markdown_table(rows)
