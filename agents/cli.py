@@ -167,7 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "benchmark":
             from agents.pipeline import benchmark
 
-            result = benchmark(args.suite, args.seeds, args.jobs, args.overrides, tasks=args.tasks)
+            result = benchmark(
+                args.suite,
+                args.seeds,
+                args.jobs,
+                args.overrides,
+                tasks=args.tasks,
+                run=not args.report_only,
+            )
             print(Path(result["results"]).read_text())
             print("plots:", *result["plots"], sep="\n  ")
             if result["failed"]:
