@@ -230,12 +230,13 @@ def train(
         probe_env.close()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    extra: dict[str, Any] = {}
+    data_steps: dict[str, int] = {}  # smt_ppo: {"pretrain_env_steps": logged data steps}
+    pretrain_figures: dict[str, Any] = {}
     rl_steps = cfg.total_timesteps
     if cfg.algo == "smt_ppo":
-        agent, extra = _pretrained_smt_agent(cfg, run_dir, env_fn, progress)
+        agent, data_steps, pretrain_figures = _pretrained_smt_agent(cfg, run_dir, env_fn, progress)
         if cfg.budget_includes_data:
-            rl_steps = cfg.total_timesteps - extra["pretrain_env_steps"]
+            rl_steps = cfg.total_timesteps - data_steps["pretrain_env_steps"]
     else:
         from agents.baselines import baseline_class
 
@@ -260,10 +261,10 @@ def train(
         "algo": cfg.algo,
         "seed": cfg.seed,
         "env_steps": agent.num_timesteps,
-        **{k: v for k, v in extra.items() if k == "pretrain_env_steps"},
+        **data_steps,
         "wall_s": round(time.perf_counter() - started, 3),
         **evaluation,
-        **{k: v for k, v in extra.items() if k != "pretrain_env_steps"},
+        **pretrain_figures,
     }
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
@@ -271,9 +272,10 @@ def train(
 
 def _pretrained_smt_agent(
     cfg: TrainConfig, run_dir: Path, env_fn: Any, progress: bool
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, dict[str, int], dict[str, Any]]:
     """The SMT agent on a finished pretraining (done now unless ``RUN_DIR/pretrain`` holds one
-    with the same settings), and the summary entries it contributes."""
+    with the same settings), ``{"pretrain_env_steps": N}`` and the pretraining's ``pretrain/*``
+    figures for the summary."""
     from agents.smt_ppo import SMTPPO
     from smt_rl.smt.model import load_smt_model
 
@@ -288,11 +290,12 @@ def _pretrained_smt_agent(
     if pre is None:
         pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)
     model = load_smt_model(run_dir / "pretrain" / "checkpoint")
-    extra = {
-        "pretrain_env_steps": dataset.num_steps,
-        **{f"pretrain/{k}": v for k, v in pre.items() if k.startswith(("probe/", "rollout/"))},
-    }
-    return SMTPPO(model, cfg, env_fn, cfg.device), extra
+    figures = {f"pretrain/{k}": v for k, v in pre.items() if k.startswith(("probe/", "rollout/"))}
+    return (
+        SMTPPO(model, cfg, env_fn, cfg.device),
+        {"pretrain_env_steps": dataset.num_steps},
+        figures,
+    )
 
 
 def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "auto") -> Any:

@@ -108,9 +108,7 @@ class SMTPPO:
         device: str | torch.device = "auto",
         policy: ActorCritic | None = None,
     ) -> None:
-        self.device = (
-            resolve_device(str(device)) if not isinstance(device, torch.device) else device
-        )
+        self.device = resolve_device(device)
         self.cfg, self.env_fn = cfg, env_fn
         self.model = model.to(self.device)
         for p in list(model.step_encoder.parameters()) + list(model.teacher.parameters()):

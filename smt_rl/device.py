@@ -9,8 +9,11 @@ import torch
 from smt_rl.errors import ConfigError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` when available else ``cpu``; anything else is checked and returned."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available else ``cpu``; a device name is checked and returned
+    as a ``torch.device``; a ``torch.device`` is returned as it is."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

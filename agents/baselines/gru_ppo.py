@@ -210,7 +210,7 @@ class GRUPPOAgent:
         observation_space: spaces.Space | None = None,
         action_space: spaces.Space | None = None,
     ) -> None:
-        self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self.device = resolve_device(device)
         self.cfg, self.env_fn = cfg, env_fn
         if observation_space is None or action_space is None:
             if env_fn is None:

@@ -218,7 +218,7 @@ class _SB3Agent:
         observation_space: spaces.Space | None = None,
         action_space: spaces.Space | None = None,
     ) -> None:
-        self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self.device = resolve_device(device)
         self.cfg, self.env_fn = cfg, env_fn
         self.settings: SB3PPOConfig = getattr(cfg, self.section)
         self.logger: Callable[[int, dict[str, float]], None] | None = None
