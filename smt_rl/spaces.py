@@ -164,3 +164,28 @@ def unbatch_observations(observation: Any, space: spaces.Space) -> list[Any]:
         n = len(next(iter(parts.values())))
         return [{k: v[i] for k, v in parts.items()} for i in range(n)]
     return list(np.asarray(observation))
+
+
+def action_indices(space: spaces.Space, action: torch.Tensor, batch_dims: int) -> torch.Tensor:
+    """Actions ``(*B, ...)`` in the layout smt_rl stores them (indices for discrete spaces).
+
+    torchrl envs give Discrete actions as one-hot ``(*B, n)`` by default and MultiDiscrete as
+    concatenated one-hots ``(*B, sum(nvec))``; both become indices (``(*B,)``, ``(*B, len)``).
+    Indices (with or without a trailing 1) and other spaces' actions pass through.
+
+    Args:
+        space: the single-environment action space.
+        action: the batch of actions.
+        batch_dims: the number of leading batch dims of ``action``.
+    """
+    if isinstance(space, spaces.Discrete):
+        if action.dim() == batch_dims + 1 and action.shape[-1] == int(space.n) > 1:
+            return action.argmax(-1) + int(space.start)
+        return action.reshape(action.shape[:batch_dims]).long()
+    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        sizes = [int(x) for x in space.nvec]
+        if action.shape[-1] == sum(sizes) != len(sizes):
+            start = torch.as_tensor(space.start, device=action.device)
+            parts = action.split(sizes, -1)
+            return torch.stack([p.argmax(-1) for p in parts], -1) + start
+    return action
