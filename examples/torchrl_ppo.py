@@ -77,7 +77,7 @@ def success_rate(env: TransformedEnv, policy, episodes: int) -> float:
 def train(
     checkpoint: str | Path,
     length: int = 50,
-    frames: int = 40_000,
+    frames: int = 40_960,
     num_envs: int = 8,
     frames_per_batch: int = 1024,
     epochs: int = 4,
@@ -141,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="SMT checkpoint folder (default: pretrain one)")
     parser.add_argument("--length", type=int, default=50)
-    parser.add_argument("--frames", type=int, default=40_000)
+    parser.add_argument("--frames", type=int, default=40_960)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/examples/torchrl_ppo")
     args = parser.parse_args()
