@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from smt_rl.errors import SmtRlError
+from smt_rl.errors import ConfigError, SmtRlError
 
 
 def _json_object(text: str) -> dict:
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="smt",
         help="smt (default) or bptt: the same memory cell trained through time",
     )
+    pretrain.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed run from its last resume state, with the config it saved "
+        "(RUN_DIR/config.yaml); re-running the same command does the same",
+    )
     pretrain.add_argument("--list-keys", action="store_true", help="list config keys and exit")
     pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train = sub.add_parser(
@@ -113,7 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
-    """(config file, overrides); a first word with '=' that is no YAML file is an override."""
+    """(config file, overrides); a first word with '=' that is no YAML file is an override.
+    With ``--resume RUN_DIR``: the run's saved config, no overrides."""
+    if getattr(args, "resume", None):
+        from agents.pipeline import resume_config
+
+        if args.config or args.overrides:
+            raise ConfigError(
+                "--resume continues a run with the config it saved; drop the CONFIG and "
+                "key=value arguments (or start a new run without --resume)."
+            )
+        return str(resume_config(args.resume)), []
     overrides = list(args.overrides)
     config = args.config
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):

@@ -117,6 +117,21 @@ def _dataset_for(cfg: PretrainConfig, run_dir: Path, progress: bool) -> Trajecto
     return TrajectoryDataset(path)
 
 
+def resume_config(run_dir: str | os.PathLike) -> Path:
+    """The config a run saved (``RUN_DIR/config.yaml``), to continue it with (``--resume``).
+
+    Raises:
+        ConfigError: ``run_dir`` is not a run folder.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume {str(run_dir)!r}: no config.yaml there, so it is not a smt-rl run folder "
+            "(or the run was killed before it started); check the path or start a new run."
+        )
+    return path
+
+
 def pretrain(
     config: str | os.PathLike | PretrainConfig | None = None,
     overrides: Sequence[str] = (),

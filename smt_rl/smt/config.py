@@ -74,6 +74,8 @@ class SMTConfig:
     dmt_revert_if_worse: bool = True  # restore the pre-DMT module if held-out rollouts got worse
     eval_every: int = 250  # updates between evaluations (rollout drift, probes)
     log_every: int = 25  # updates between metric lines
+    checkpoint_every: int = 100  # updates between resume states (RUN_DIR/resume/state.pt; a
+    # killed run continues from the last one); 0: only at the end of each phase
     compile: bool = False  # torch.compile the teacher (CUDA only)
 
 

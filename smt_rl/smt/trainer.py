@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import io
 import math
 import os
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -14,11 +16,12 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from smt_rl.checkpoint import save_checkpoint
+from smt_rl.checkpoint import CheckpointError, save_checkpoint
+from smt_rl.config import config_to_dict
 from smt_rl.data import TrajectoryDataset
 from smt_rl.device import autocast, resolve_device
 from smt_rl.errors import DatasetError
-from smt_rl.io import atomic_write_json
+from smt_rl.io import atomic_write_bytes, atomic_write_json
 from smt_rl.run_logger import RunLogger
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.evaluate import TMAZE_ID, rollout_metrics, tmaze_probes
@@ -27,6 +30,7 @@ from smt_rl.smt.model import SMTModel
 from smt_rl.spaces import space_to_dict
 
 CHECKPOINT_DIR = "checkpoint"
+RESUME_FILE = "resume/state.pt"  # the unfinished run's state (removed when the run ends)
 
 
 class EpisodeSampler:
@@ -124,10 +128,54 @@ def _held_out_score(metrics: dict[str, float]) -> tuple[float, float]:
     )
 
 
+def save_resume_state(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write the unfinished run's state atomically (tensors, numbers, strings: no code)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(run_dir / RESUME_FILE, buffer.getvalue())
+
+
+def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[str, Any] | None:
+    """The state a killed run left in ``run_dir``, or None (no state: start from scratch).
+
+    Raises:
+        CheckpointError: the state is corrupt, or was written by another config or method (the
+            run folder then belongs to another run: pick another ``out``, or delete the folder).
+    """
+    path = run_dir / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or it holds code (refused)
+        raise CheckpointError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); delete it to restart the run "
+            "from scratch."
+        ) from exc
+    if state.get("config") != _pretrain_identity(cfg) or state.get("method") != method:
+        raise CheckpointError(
+            f"{run_dir} holds an unfinished run with another config or method; resume it with "
+            f"`smt-rl pretrain --resume {run_dir}`, choose another out=, or delete {path}."
+        )
+    return state
+
+
+def _pretrain_identity(cfg: PretrainConfig) -> dict[str, Any]:
+    """What must not change for a killed pretraining to resume: task, data, model, optimisation
+    and seed (not the run folder, the device or the agent's later settings)."""
+    full = config_to_dict(cfg)
+    return {k: full[k] for k in ("env", "data", "model", "smt", "seed")}
+
+
+def _truncate_lines(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` lines of ``path`` (the log lines written before a checkpoint)."""
+    if path.is_file():
+        lines = path.read_text().splitlines(keepends=True)[:keep]
+        atomic_write_bytes(path, "".join(lines).encode())
+
+
 def model_spec(model: SMTModel, cfg: PretrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON description saved beside the weights: enough to rebuild the model."""
-    from smt_rl.config import config_to_dict
-
     return {
         "kind": "smt_model",
         "config": config_to_dict(cfg),
@@ -147,6 +195,13 @@ def pretrain_on_dataset(
 ) -> dict[str, Any]:
     """Train on ``dataset``; write metrics, checkpoint and ``summary.json`` into ``run_dir``.
 
+    Every ``smt.checkpoint_every`` updates (and at the end of each phase) the whole training
+    state (weights, optimiser, RNG states, counters, the metric sums since the last log line) is
+    written atomically to ``RUN_DIR/resume/state.pt``. A run killed at any moment and started
+    again with the same config and folder continues from there: no update is redone, no update
+    is skipped, ``metrics.jsonl`` keeps one line per log step, and on CPU the result is the same
+    as an uninterrupted run's. The state file is removed when the run ends.
+
     Args:
         method: ``"smt"`` (joint SMT, then offline DMT) or ``"bptt"`` (the same cell and decoder
             trained by backpropagation through time; the baseline).
@@ -154,9 +209,12 @@ def pretrain_on_dataset(
     Returns:
         The summary (also written to ``RUN_DIR/summary.json``).
     """
+    if method not in ("smt", "bptt"):
+        raise ValueError(f"method must be 'smt' or 'bptt', got {method!r}")
     check_dataset_fits(dataset, cfg)
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
+    resume = load_resume_state(run_dir, cfg, method)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.data.val_fraction, cfg.seed)
@@ -165,18 +223,101 @@ def pretrain_on_dataset(
     model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space)
     model.decoder.reward_scale.fill_(dataset.reward_scale())
     model = model.to(device)
+    smt = cfg.smt
+    # the phases in order: (name, updates, trained parameters, peak lr, loss)
+    phases = (
+        [
+            (
+                "smt",
+                smt.updates,
+                list(model.parameters()),
+                smt.lr,
+                lambda b: smt_loss(model, b, smt, generator),
+            ),
+            (
+                "dmt",
+                smt.dmt_updates,
+                list(model.cell.parameters()),
+                smt.dmt_lr,
+                lambda b: dmt_offline_loss(model, b),
+            ),
+        ]
+        if method == "smt"
+        else [
+            (
+                "bptt",
+                smt.updates,
+                list(model.parameters()),
+                smt.lr,
+                lambda b: bptt_loss(model, b, smt, generator),
+            ),
+        ]
+    )
+    # carried across phases (and saved with the resume state)
+    carry: dict[str, Any] = {
+        "phase": 0,
+        "update": 0,
+        "metrics": {},
+        "dmt_before": None,
+        "wall_s": 0.0,
+        "log_lines": 0,
+    }
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        if device.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        carry = {k: resume[k] for k in carry}
+        _truncate_lines(run_dir / "metrics.jsonl", carry["log_lines"])
     if cfg.smt.compile and device.type == "cuda":
         model.teacher = torch.compile(model.teacher)  # type: ignore[assignment]
-    logger = RunLogger(run_dir)
-    started = time.perf_counter()
-    smt = cfg.smt
+    # tensorboard steps count updates over all phases; a resumed run purges the later ones
+    offsets = [sum(p[1] for p in phases[:i]) for i in range(len(phases) + 1)]
+    logger = RunLogger(
+        run_dir,
+        purge_step=None if resume is None else offsets[carry["phase"]] + carry["update"] + 1,
+    )
+    started = time.perf_counter() - carry["wall_s"]
 
-    def run_phase(name: str, updates: int, params, lr: float, loss_fn) -> dict[str, float]:
+    def checkpoint(phase: int, update: int, opt, sums, count, last) -> None:
+        carry.update(
+            phase=phase, update=update, wall_s=time.perf_counter() - started, log_lines=logger.lines
+        )
+        save_resume_state(
+            run_dir,
+            {
+                **carry,
+                "config": _pretrain_identity(cfg),
+                "method": method,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "sums": dict(sums),
+                "count": count,
+                "last": last,
+            },
+        )
+
+    def run_phase(index: int) -> None:
+        name, updates, params, lr, loss_fn = phases[index]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=smt.weight_decay)
         sums: dict[str, float] = defaultdict(float)
-        count = 0
-        last: dict[str, float] = {}
-        bar = tqdm(range(updates), desc=name, disable=not progress, unit="upd")
+        count, first, last = 0, 0, {}
+        if resume is not None and resume["phase"] == index and resume["update"] > 0:
+            opt.load_state_dict(resume["optimizer"])  # killed inside this phase
+            sums.update(resume["sums"])
+            count, first, last = resume["count"], resume["update"], resume["last"]
+        bar = tqdm(
+            range(first, updates),
+            desc=name,
+            disable=not progress,
+            unit="upd",
+            initial=first,
+            total=updates,
+        )
         for update in bar:
             for group in opt.param_groups:
                 group["lr"] = lr * lr_factor(update, min(smt.warmup, updates // 4 + 1), updates)
@@ -197,7 +338,7 @@ def pretrain_on_dataset(
                 last["wall_s"] = time.perf_counter() - started
                 if (update + 1) % smt.eval_every == 0 or update + 1 == updates:
                     last.update(evaluate(model, dataset, val_ids, device, method == "smt")[0])
-                logger.log(update + 1, last, phase=name)
+                logger.log(update + 1, last, phase=name, tb_step=offsets[index] + update + 1)
                 bar.set_postfix(
                     {
                         k.split("/")[-1]: f"{v:.4g}"
@@ -207,43 +348,30 @@ def pretrain_on_dataset(
                 )
                 sums.clear()
                 count = 0
-        return last
+            done = update + 1 == updates
+            if done:
+                carry["metrics"][name] = last
+            if done or (smt.checkpoint_every and (update + 1) % smt.checkpoint_every == 0):
+                checkpoint(index + done, 0 if done else update + 1, opt, sums, count, last)
 
-    if method == "smt":
-        smt_metrics = run_phase(
-            "smt",
-            smt.updates,
-            list(model.parameters()),
-            smt.lr,
-            lambda b: smt_loss(model, b, smt, generator),
+    for index in range(carry["phase"], len(phases)):
+        name, updates = phases[index][:2]
+        if name == "dmt" and carry["dmt_before"] is None:
+            carry["dmt_before"] = copy.deepcopy(model.cell.state_dict())
+        if updates > 0:
+            run_phase(index)
+        else:
+            carry["phase"] = index + 1
+    smt_metrics = carry["metrics"].get("smt", carry["metrics"].get("bptt", {}))
+    dmt_metrics: dict[str, float] = {}
+    if method == "smt" and smt.dmt_updates > 0:
+        dmt_metrics = dict(carry["metrics"]["dmt"])
+        reverted = smt.dmt_revert_if_worse and _held_out_score(dmt_metrics) > _held_out_score(
+            smt_metrics
         )
-        dmt_metrics: dict[str, float] = {}
-        if smt.dmt_updates > 0:
-            before = copy.deepcopy(model.cell.state_dict())
-            dmt_metrics = run_phase(
-                "dmt",
-                smt.dmt_updates,
-                list(model.cell.parameters()),
-                smt.dmt_lr,
-                lambda b: dmt_offline_loss(model, b),
-            )
-            reverted = smt.dmt_revert_if_worse and _held_out_score(dmt_metrics) > _held_out_score(
-                smt_metrics
-            )
-            if reverted:
-                model.cell.load_state_dict(before)
-            dmt_metrics["dmt/reverted"] = float(reverted)
-    elif method == "bptt":
-        smt_metrics = run_phase(
-            "bptt",
-            smt.updates,
-            list(model.parameters()),
-            smt.lr,
-            lambda b: bptt_loss(model, b, smt, generator),
-        )
-        dmt_metrics = {}
-    else:
-        raise ValueError(f"method must be 'smt' or 'bptt', got {method!r}")
+        if reverted:
+            model.cell.load_state_dict(carry["dmt_before"])
+        dmt_metrics["dmt/reverted"] = float(reverted)
 
     final, curve = evaluate(model, dataset, val_ids, device, method == "smt")
     wall = time.perf_counter() - started
@@ -277,4 +405,6 @@ def pretrain_on_dataset(
     if curve:
         atomic_write_json(run_dir / "rollout_memory_mse_by_step.json", curve)
     logger.close()
+    # the state, and any temporary file a kill mid-write left beside it
+    shutil.rmtree((run_dir / RESUME_FILE).parent, ignore_errors=True)
     return summary
