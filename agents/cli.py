@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config, overrides = _split_config(args)
             summary = pretrain(config, overrides, method=args.method, progress=not args.no_progress)
-            print(json.dumps(summary, indent=1))
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+                print(json.dumps(summary, indent=1))
         elif args.command == "train":
             if args.list_keys:
                 from agents.config import TrainConfig

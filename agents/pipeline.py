@@ -12,6 +12,7 @@ from typing import Any
 
 from agents.config import TrainConfig
 from envs import make_env
+from smt_rl import distributed
 from smt_rl.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from smt_rl.checkpoint import SPEC_FILE, CheckpointError
 from smt_rl.config import (
@@ -159,10 +160,17 @@ def pretrain(
     cls = type(config) if isinstance(config, PretrainConfig) else TrainConfig
     cfg = _resolve_config(cls, config, overrides)
     run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    dataset = _dataset_for(cfg, run_dir, progress)
-    return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress)
+    ctx = distributed.setup(cfg.device)  # a world of one unless started by torchrun
+    try:
+        if ctx.is_main:  # rank 0 writes the config and collects the data; the others wait
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+            _dataset_for(cfg, run_dir, progress)
+        ctx.barrier()
+        dataset = _dataset_for(cfg, run_dir, progress=False)
+        return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress, ctx=ctx)
+    finally:
+        distributed.teardown(ctx)
 
 
 def _checkpoint_spec(spec_path: Path) -> dict[str, Any]:

@@ -14,12 +14,15 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from smt_rl.checkpoint import CheckpointError, save_checkpoint
 from smt_rl.config import config_to_dict
 from smt_rl.data import TrajectoryDataset
-from smt_rl.device import autocast, resolve_device
+from smt_rl.device import autocast
+from smt_rl.distributed import DistContext, setup, weights_digest
 from smt_rl.errors import DatasetError
 from smt_rl.io import atomic_write_bytes, atomic_write_json
 from smt_rl.run_logger import RunLogger
@@ -160,6 +163,17 @@ def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[s
     return state
 
 
+class _PhaseLoss(nn.Module):
+    """A phase's loss as a module, so that DDP can wrap it: ``batch -> (loss, metrics)``."""
+
+    def __init__(self, model: SMTModel, loss_fn) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: TensorDict):
+        return self.loss_fn(batch)
+
+
 def _pretrain_identity(cfg: PretrainConfig) -> dict[str, Any]:
     """What must not change for a killed pretraining to resume: task, data, model, optimisation
     and seed (not the run folder, the device or the agent's later settings)."""
@@ -192,8 +206,14 @@ def pretrain_on_dataset(
     run_dir: str | os.PathLike,
     method: str = "smt",
     progress: bool = True,
+    ctx: DistContext | None = None,
 ) -> dict[str, Any]:
     """Train on ``dataset``; write metrics, checkpoint and ``summary.json`` into ``run_dir``.
+
+    Data-parallel when ``ctx`` spans several processes (``torchrun``): each rank samples
+    ``smt.batch_size`` sequences per update from its own shard of the training episodes, DDP
+    averages the gradients, and rank 0 alone evaluates, logs and writes files. The summary then
+    holds ``ddp/world_size`` and ``ddp/ranks_identical`` (all ranks' weights hash the same).
 
     Every ``smt.checkpoint_every`` updates (and at the end of each phase) the whole training
     state (weights, optimiser, RNG states, counters, the metric sums since the last log line) is
@@ -205,20 +225,35 @@ def pretrain_on_dataset(
     Args:
         method: ``"smt"`` (joint SMT, then offline DMT) or ``"bptt"`` (the same cell and decoder
             trained by backpropagation through time; the baseline).
+        ctx: the data-parallel context (default: :func:`smt_rl.distributed.setup`, a world of one
+            unless started by torchrun).
 
     Returns:
-        The summary (also written to ``RUN_DIR/summary.json``).
+        The summary (also written to ``RUN_DIR/summary.json``; every rank returns it).
     """
     if method not in ("smt", "bptt"):
         raise ValueError(f"method must be 'smt' or 'bptt', got {method!r}")
     check_dataset_fits(dataset, cfg)
     run_dir = Path(run_dir)
-    device = resolve_device(cfg.device)
+    ctx = ctx or setup(cfg.device)
+    device, main = ctx.device, ctx.is_main
     resume = load_resume_state(run_dir, cfg, method)
+    if resume is not None and resume.get("world_size", 1) != ctx.world_size:
+        raise CheckpointError(
+            f"{run_dir / RESUME_FILE} was written by {resume.get('world_size', 1)} process(es); "
+            f"resume it with as many (torchrun --nproc_per_node=...), not {ctx.world_size}."
+        )
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.data.val_fraction, cfg.seed)
     val_ids = val_ids[: cfg.data.val_max_episodes]
+    if ctx.enabled:
+        if len(train_ids) < ctx.world_size:
+            raise DatasetError(
+                f"dataset {str(dataset.path)!r} has {len(train_ids)} training episodes for "
+                f"{ctx.world_size} ranks; collect more episodes or use fewer processes."
+            )
+        train_ids = train_ids[ctx.rank :: ctx.world_size]  # this rank's shard
     sampler = EpisodeSampler(dataset, train_ids, cfg.smt.seq_len, generator)
     model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space)
     model.decoder.reward_scale.fill_(dataset.reward_scale())
@@ -264,37 +299,53 @@ def pretrain_on_dataset(
     }
     if resume is not None:
         model.load_state_dict(resume["model"])
-        generator.set_state(resume["generator"])
-        torch.set_rng_state(resume["torch_rng"])
-        if device.type == "cuda" and resume.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        generator.set_state(resume["generator"][ctx.rank])
+        torch.set_rng_state(resume["torch_rng"][ctx.rank])
+        if device.type == "cuda" and resume["cuda_rng"][ctx.rank] is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"][ctx.rank], device)
         carry = {k: resume[k] for k in carry}
-        _truncate_lines(run_dir / "metrics.jsonl", carry["log_lines"])
+        if main:
+            _truncate_lines(run_dir / "metrics.jsonl", carry["log_lines"])
     if cfg.smt.compile and device.type == "cuda":
         model.teacher = torch.compile(model.teacher)  # type: ignore[assignment]
     # tensorboard steps count updates over all phases; a resumed run purges the later ones
     offsets = [sum(p[1] for p in phases[:i]) for i in range(len(phases) + 1)]
-    logger = RunLogger(
-        run_dir,
-        purge_step=None if resume is None else offsets[carry["phase"]] + carry["update"] + 1,
+    logger = (
+        RunLogger(
+            run_dir,
+            purge_step=None if resume is None else offsets[carry["phase"]] + carry["update"] + 1,
+        )
+        if main
+        else None
     )
     started = time.perf_counter() - carry["wall_s"]
 
     def checkpoint(phase: int, update: int, opt, sums, count, last) -> None:
         carry.update(
-            phase=phase, update=update, wall_s=time.perf_counter() - started, log_lines=logger.lines
+            phase=phase,
+            update=update,
+            wall_s=time.perf_counter() - started,
+            log_lines=logger.lines if main else 0,
         )
+        # every rank's random streams (collective), then rank 0 writes
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        generators = ctx.gather(generator.get_state())
+        torch_rngs = ctx.gather(torch.get_rng_state())
+        cuda_rngs = ctx.gather(cuda_rng)
+        if not main:
+            return
         save_resume_state(
             run_dir,
             {
                 **carry,
                 "config": _pretrain_identity(cfg),
                 "method": method,
+                "world_size": ctx.world_size,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "generator": generators,
+                "torch_rng": torch_rngs,
+                "cuda_rng": cuda_rngs,
                 "sums": dict(sums),
                 "count": count,
                 "last": last,
@@ -304,6 +355,16 @@ def pretrain_on_dataset(
     def run_phase(index: int) -> None:
         name, updates, params, lr, loss_fn = phases[index]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=smt.weight_decay)
+        # only this phase's parameters take gradients (and DDP syncs only those)
+        trainable = {id(p) for p in params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        if ctx.enabled:
+            loss_fn = DistributedDataParallel(
+                _PhaseLoss(model, loss_fn),
+                device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
         sums: dict[str, float] = defaultdict(float)
         count, first, last = 0, 0, {}
         if resume is not None and resume["phase"] == index and resume["update"] > 0:
@@ -313,7 +374,7 @@ def pretrain_on_dataset(
         bar = tqdm(
             range(first, updates),
             desc=name,
-            disable=not progress,
+            disable=not (progress and main),
             unit="upd",
             initial=first,
             total=updates,
@@ -336,9 +397,10 @@ def pretrain_on_dataset(
                 last["grad_norm"] = float(grad_norm)
                 last["lr"] = opt.param_groups[0]["lr"]
                 last["wall_s"] = time.perf_counter() - started
-                if (update + 1) % smt.eval_every == 0 or update + 1 == updates:
+                if main and ((update + 1) % smt.eval_every == 0 or update + 1 == updates):
                     last.update(evaluate(model, dataset, val_ids, device, method == "smt")[0])
-                logger.log(update + 1, last, phase=name, tb_step=offsets[index] + update + 1)
+                if main:
+                    logger.log(update + 1, last, phase=name, tb_step=offsets[index] + update + 1)
                 bar.set_postfix(
                     {
                         k.split("/")[-1]: f"{v:.4g}"
@@ -369,10 +431,17 @@ def pretrain_on_dataset(
         reverted = smt.dmt_revert_if_worse and _held_out_score(dmt_metrics) > _held_out_score(
             smt_metrics
         )
+        reverted = ctx.broadcast(reverted)  # rank 0 evaluated: every rank follows its choice
         if reverted:
             model.cell.load_state_dict(carry["dmt_before"])
         dmt_metrics["dmt/reverted"] = float(reverted)
 
+    for p in model.parameters():
+        p.requires_grad_(True)
+    digests = ctx.gather(weights_digest(model))
+    if not main:
+        summary = ctx.broadcast(None)
+        return summary
     final, curve = evaluate(model, dataset, val_ids, device, method == "smt")
     wall = time.perf_counter() - started
     save_checkpoint(
@@ -401,10 +470,13 @@ def pretrain_on_dataset(
         },
         **final,
     }
+    if ctx.enabled:
+        summary["ddp/world_size"] = ctx.world_size
+        summary["ddp/ranks_identical"] = len(set(digests)) == 1
     atomic_write_json(run_dir / "summary.json", summary)
     if curve:
         atomic_write_json(run_dir / "rollout_memory_mse_by_step.json", curve)
     logger.close()
     # the state, and any temporary file a kill mid-write left beside it
     shutil.rmtree((run_dir / RESUME_FILE).parent, ignore_errors=True)
-    return summary
+    return ctx.broadcast(summary)
