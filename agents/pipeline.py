@@ -110,6 +110,7 @@ def _dataset_for(cfg: PretrainConfig, run_dir: Path, progress: bool) -> Trajecto
             out=path,
             policy=cfg.data.policy,
             num_envs=cfg.data.num_envs,
+            vectorization=cfg.data.vectorization,
             seed=cfg.seed + have,
             env_kwargs=cfg.env.kwargs,
             entry_point=cfg.env.entry_point,

@@ -24,6 +24,8 @@ class DataConfig:
     episodes: int = 2000  # episodes to collect when path is None
     num_envs: int = 8  # environments stepped together while collecting
     policy: str = "random"  # behaviour policy for collection
+    vectorization: Literal["sync", "async"] = "sync"  # sync: envs stepped in this process;
+    # async: one worker process per env (gymnasium AsyncVectorEnv), for envs with costly steps
     val_fraction: float = 0.1  # share of episodes held out for rollout/probe evaluation
     val_max_episodes: int = 256  # at most this many held-out episodes are evaluated
 
