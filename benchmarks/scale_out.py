@@ -9,7 +9,7 @@
 
 Usage::
 
-    python benchmarks/scale_out.py [--workers 1 2 4] [--ranks 1 2] [--out benchmarks/results/scale_out.json]
+    python benchmarks/scale_out.py [--workers 1 2 4] [--ranks 1 2] [--device cpu]
 """
 
 from __future__ import annotations
