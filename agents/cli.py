@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("config", nargs="?", help="YAML config file")
     train.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed run with the config it saved: its pretraining resumes from its "
+        "last resume state, a reinforcement-learning phase cut short starts over",
+    )
     train.add_argument("--list-keys", action="store_true", help="list config keys and exit")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -100,13 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="SUITE is a file or a name under configs/suites (quick, memory_length, "
         "popgym, minigrid). Finished runs are skipped, so a killed benchmark resumes.",
     )
-    bench.add_argument("suite", help="suite file or name")
+    bench.add_argument("suite", nargs="?", help="suite file or name")
     bench.add_argument("overrides", nargs="*", help="key=value overrides of the suite file")
     bench.add_argument("--seeds", type=_positive_int, default=None, help="seeds per task/method")
     bench.add_argument("--jobs", type=_positive_int, default=1, help="runs at once")
     bench.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
     bench.add_argument(
         "--report-only", action="store_true", help="start no run: tabulate the finished ones"
+    )
+    bench.add_argument(
+        "--resume",
+        metavar="OUT",
+        help="continue a killed benchmark from its folder (OUT/benchmark.json holds the suite, "
+        "overrides, seeds and tasks it was started with); finished runs are skipped",
     )
 
     compare = sub.add_parser("compare", help="results table (mean, 95%% CI) of finished runs")
@@ -183,14 +195,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, overrides = _split_config(args)
             print(json.dumps(train(config, overrides, progress=not args.no_progress), indent=1))
         elif args.command == "benchmark":
-            from agents.pipeline import benchmark
+            from agents.pipeline import benchmark, resume_benchmark
 
+            if args.resume:
+                if args.suite or args.overrides or args.seeds or args.tasks:
+                    raise ConfigError(
+                        "--resume continues a benchmark as it was started; drop SUITE, "
+                        "key=value, --seeds and --tasks."
+                    )
+                started = resume_benchmark(args.resume)
+            elif args.suite is None:
+                raise ConfigError("benchmark needs a SUITE (a file or a name) or --resume OUT.")
+            else:
+                started = {
+                    "suite": args.suite,
+                    "overrides": args.overrides,
+                    "seeds": args.seeds,
+                    "tasks": args.tasks,
+                }
             result = benchmark(
-                args.suite,
-                args.seeds,
+                started["suite"],
+                started["seeds"],
                 args.jobs,
-                args.overrides,
-                tasks=args.tasks,
+                started["overrides"],
+                tasks=started["tasks"],
                 run=not args.report_only,
             )
             print(Path(result["results"]).read_text())

@@ -30,7 +30,7 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.io import atomic_write_json, read_format_json
+from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.trainer import pretrain_on_dataset
 
@@ -265,7 +265,9 @@ def train(
         from agents.baselines import baseline_class
 
         agent = baseline_class(cfg.algo)(cfg, env_fn, cfg.device)
-    logger = RunLogger(run_dir)
+    # a run killed in its reinforcement-learning phase starts that phase over: drop its lines
+    restarted = _drop_lines(run_dir / "metrics.jsonl", phase="rl")
+    logger = RunLogger(run_dir, purge_step=1 if restarted else None)
 
     def log(step: int, metrics: dict[str, float]) -> None:
         wall = round(time.perf_counter() - started, 3)
@@ -292,6 +294,18 @@ def train(
     }
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _drop_lines(path: Path, phase: str) -> bool:
+    """Remove ``phase``'s lines from a ``metrics.jsonl``; True when there were some."""
+    if not path.is_file():
+        return False
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [x for x in lines if json.loads(x).get("phase") != phase]
+    if len(kept) == len(lines):
+        return False
+    atomic_write_bytes(path, "".join(kept).encode())
+    return True
 
 
 def _pretrained_smt_agent(
@@ -406,6 +420,16 @@ def benchmark(
             )
         suite_cfg.tasks = [t for t in suite_cfg.tasks if t.name in tasks]
     specs = run_specs(suite_cfg, seeds)
+    if run:  # what `smt-rl benchmark --resume OUT` starts again from
+        atomic_write_json(
+            Path(suite_cfg.out) / BENCHMARK_FILE,
+            {
+                "suite": str(Path(suite).resolve()) if Path(suite).is_file() else suite,
+                "overrides": list(overrides),
+                "seeds": seeds,
+                "tasks": list(tasks) if tasks else None,
+            },
+        )
     report = run_all(specs, jobs, echo) if run else {"failed": []}
     records = [read_run(s.out, s.task) for s in specs if s.finished]
     rows = aggregate(records)
@@ -422,6 +446,24 @@ def benchmark(
         "plots": [str(p) for p in plots],
         "failed": [str(s.out) for s in report["failed"]],
     }
+
+
+BENCHMARK_FILE = "benchmark.json"  # in a benchmark's out folder: how it was started
+
+
+def resume_benchmark(out: str | os.PathLike) -> dict[str, Any]:
+    """How the benchmark in ``out`` was started: ``{"suite", "overrides", "seeds", "tasks"}``.
+
+    Raises:
+        ConfigError: ``out`` holds no benchmark.
+    """
+    path = Path(out) / BENCHMARK_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume {str(out)!r}: no {BENCHMARK_FILE} there, so no benchmark was started in "
+            "it; check the path (the suite's out folder) or start one: `smt-rl benchmark SUITE`."
+        )
+    return json.loads(path.read_text())
 
 
 def compare(run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:

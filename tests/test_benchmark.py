@@ -120,6 +120,13 @@ def test_quick_suite_runs_every_method_writes_table_and_plots_and_resumes(tmp_pa
     report = benchmark("quick", overrides=[f"out={out}"], echo=lines.append, run=False)
     assert lines == [] and report["rows"] == result["rows"]
 
+    # --resume OUT: started again as it was first started (suite, overrides) from its folder
+    assert json.loads((out / "benchmark.json").read_text())["overrides"] == [f"out={out}"]
+    assert main(["benchmark", "--resume", str(out), "--jobs", "2"]) == 0
+    assert "4 runs already finished: skipped" in capsys.readouterr().out
+    assert main(["benchmark", "--resume", str(tmp_path / "nothing")]) != 0
+    assert "no benchmark.json" in capsys.readouterr().err
+
     # compare reads the same runs into the same table
     runs = [r for row in result["rows"] for r in row["runs"]]
     compared = compare(runs)

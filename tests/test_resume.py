@@ -134,3 +134,21 @@ def test_a_resume_state_of_another_config_is_refused(dataset, tmp_path):
     (run / "resume/state.pt").write_bytes(b"\x80\x04 not a torch file")
     with pytest.raises(CheckpointError, match="delete it"):
         pretrain(common[0], common[1:], progress=False)
+
+
+def test_train_killed_in_its_rl_phase_resumes_without_redoing_pretraining(tmp_path):
+    run = tmp_path / "train"
+    settings = [
+        "configs/tmaze.yaml", "env.kwargs.length=5", "data.episodes=200", "smt.updates=40",
+        "smt.dmt_updates=10", "smt.eval_every=1000", "ppo.n_steps=32", "total_timesteps=12000",
+        "eval.episodes=10", "device=cpu", f"out={run}",
+    ]  # fmt: skip
+    train = [sys.executable, "-m", "agents", "train", *settings, "--no-progress"]
+    _run_until_killed(train, run, "rl", 1024)
+    pretrained = (run / "pretrain/summary.json").stat().st_mtime_ns
+    resumed = [sys.executable, "-m", "agents", "train", "--resume", str(run), "--no-progress"]
+    subprocess.run(resumed, cwd=ROOT, env=_env(), check=True, stdout=subprocess.DEVNULL)
+    assert (run / "pretrain/summary.json").stat().st_mtime_ns == pretrained  # reused, not redone
+    steps = [x["step"] for x in _lines(run) if x["phase"] == "rl"]
+    assert steps == sorted(set(steps)) and steps[-1] >= 12000 - 1024  # one line per step
+    assert json.loads((run / "summary.json").read_text())["env_steps"] >= 12000 - 1024
