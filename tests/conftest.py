@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.pipeline import pretrain
+from agents.pipeline import collect, pretrain
 
 # PassiveTMaze length 30: SMT pretraining small enough for the default run (~30 s on one CPU
 # thread), whose memory module holds the cue to the junction (probe accuracy 1.0 with seed 0)
@@ -25,3 +25,18 @@ def tmaze30_checkpoint(tmp_path_factory):
     summary = pretrain("configs/tmaze.yaml", [*TMAZE30_PRETRAIN, f"out={out}"], progress=False)
     assert summary["probe/cue_accuracy"] >= 0.95, summary
     return out / "checkpoint"
+
+
+@pytest.fixture(scope="session")
+def tmaze10_dataset(tmp_path_factory):
+    """A dataset folder: 200 random-policy episodes of PassiveTMaze length 10 (seed 0)."""
+    path = tmp_path_factory.mktemp("data") / "tm10"
+    collect(
+        "smt_rl/PassiveTMaze-v0",
+        episodes=200,
+        out=path,
+        num_envs=8,
+        env_kwargs={"length": 10},
+        progress=False,
+    )
+    return path

@@ -11,22 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agents.pipeline import collect
 from smt_rl.distributed import setup, weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_two_gloo_ranks_end_with_identical_weights_and_a_falling_loss(tmp_path):
-    data, out = tmp_path / "data", tmp_path / "run"
-    collect(
-        "smt_rl/PassiveTMaze-v0",
-        episodes=200,
-        out=data,
-        num_envs=8,
-        env_kwargs={"length": 10},
-        progress=False,
-    )
+def test_two_gloo_ranks_end_with_identical_weights_and_a_falling_loss(tmaze10_dataset, tmp_path):
+    data, out = tmaze10_dataset, tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "agents", "pretrain", "configs/tmaze.yaml", "env.kwargs.length=10",

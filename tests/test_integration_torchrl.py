@@ -3,12 +3,10 @@ with the SMT agent's own memory, the PPO example (reduced), and datasets to/from
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import gymnasium as gym
 import pytest
 import torch
+from example_scripts import load_example
 from tensordict import TensorDict
 from torch import nn
 from torchrl.collectors import Collector
@@ -34,14 +32,6 @@ from smt_rl.integrations.torchrl import SMTMemoryModule
 from smt_rl.smt.model import load_smt_model
 
 TMAZE = "smt_rl/PassiveTMaze-v0"
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _example():
-    spec = importlib.util.spec_from_file_location("torchrl_ppo", ROOT / "examples/torchrl_ppo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tmazes(*lengths: int, one_hot: bool = False) -> SerialEnv:
@@ -59,7 +49,7 @@ def _tmazes(*lengths: int, one_hot: bool = False) -> SerialEnv:
 def example_run(tmaze30_checkpoint):
     """The example's PPO, reduced to length 30 and 8 batches; keeps the first collected batch."""
     batches = []
-    example = _example()
+    example = load_example("torchrl_ppo")
     policy, env = example.train(
         tmaze30_checkpoint,
         length=30,

@@ -15,7 +15,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agents.pipeline import collect
 from smt_rl.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,21 +65,8 @@ def _run_until_killed(command: list[str], run: Path, phase: str, step: int) -> N
     assert not (run / "summary.json").exists()
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "tm10"
-    collect(
-        "smt_rl/PassiveTMaze-v0",
-        episodes=200,
-        out=path,
-        num_envs=8,
-        env_kwargs={"length": 10},
-        progress=False,
-    )
-    return path
-
-
-def test_killed_twice_and_resumed_equals_uninterrupted(dataset, tmp_path):
+def test_killed_twice_and_resumed_equals_uninterrupted(tmaze10_dataset, tmp_path):
+    dataset = tmaze10_dataset
     common = ["configs/tmaze.yaml", *SETTINGS, f"data.path={dataset}"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run(
@@ -123,7 +109,8 @@ def test_killed_twice_and_resumed_equals_uninterrupted(dataset, tmp_path):
     assert not (killed / "resume").exists()  # the state (and stray temp files) are gone
 
 
-def test_a_resume_state_of_another_config_is_refused(dataset, tmp_path):
+def test_a_resume_state_of_another_config_is_refused(tmaze10_dataset, tmp_path):
+    dataset = tmaze10_dataset
     from agents.pipeline import pretrain
 
     run = tmp_path / "run"
