@@ -28,6 +28,8 @@ class PPOConfig:
     vf_coef: float = 0.5  # value loss weight
     max_grad_norm: float = 0.5  # gradient clipping of the heads
     hidden: int = 128  # width of the actor/critic MLPs
+    resume_every: int = 10  # rollouts between resume states of the PPO x DMT loop
+    # (RUN_DIR/resume/rl_state.pt; a killed `smt-rl train` continues from the last one); 0: none
 
 
 @dataclass

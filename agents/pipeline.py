@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
+from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json, safe_torch_load
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.trainer import pretrain_on_dataset
 
@@ -265,9 +266,12 @@ def train(
         from agents.baselines import baseline_class
 
         agent = baseline_class(cfg.algo)(cfg, env_fn, cfg.device)
-    # a run killed in its reinforcement-learning phase starts that phase over: drop its lines
-    restarted = _drop_lines(run_dir / "metrics.jsonl", phase="rl")
-    logger = RunLogger(run_dir, purge_step=1 if restarted else None)
+    # a run killed in its reinforcement-learning phase: smt_ppo continues from its resume state,
+    # the baselines start the phase over; the log keeps the lines up to where the run goes on
+    rl_state = run_dir / RL_RESUME_FILE
+    resumed_at = _resumed_timesteps(rl_state) if cfg.algo == "smt_ppo" else 0
+    restarted = _drop_lines(run_dir / "metrics.jsonl", phase="rl", after=resumed_at)
+    logger = RunLogger(run_dir, purge_step=resumed_at + 1 if restarted else None)
 
     def log(step: int, metrics: dict[str, float]) -> None:
         wall = round(time.perf_counter() - started, 3)
@@ -275,7 +279,10 @@ def train(
 
     agent.logger = log
     try:
-        agent.learn(rl_steps, progress_bar=progress)
+        if cfg.algo == "smt_ppo":
+            agent.learn(rl_steps, progress, resume_path=rl_state, resume_every=cfg.ppo.resume_every)
+        else:
+            agent.learn(rl_steps, progress_bar=progress)
     finally:
         logger.close()
     agent.save(run_dir / "checkpoint")
@@ -293,15 +300,32 @@ def train(
         **pretrain_figures,
     }
     atomic_write_json(run_dir / "summary.json", summary)
+    shutil.rmtree(rl_state.parent, ignore_errors=True)  # the state and any stray temp file
     return summary
 
 
-def _drop_lines(path: Path, phase: str) -> bool:
-    """Remove ``phase``'s lines from a ``metrics.jsonl``; True when there were some."""
+RL_RESUME_FILE = "resume/rl_state.pt"  # the PPO x DMT loop's state (smt_ppo), while it runs
+
+
+def _resumed_timesteps(path: Path) -> int:
+    """The env steps at which a resume state left the RL phase (0: none, it starts over)."""
+    if not path.is_file():
+        return 0
+    saved = safe_torch_load(path, CheckpointError, "delete it to start the RL phase over.")
+    return int(saved["num_timesteps"])
+
+
+def _drop_lines(path: Path, phase: str, after: int = 0) -> bool:
+    """Remove ``phase``'s lines logged after step ``after`` from a ``metrics.jsonl``; True when
+    there were some."""
     if not path.is_file():
         return False
     lines = path.read_text().splitlines(keepends=True)
-    kept = [x for x in lines if json.loads(x).get("phase") != phase]
+    kept = [
+        x
+        for x in lines
+        if not (json.loads(x).get("phase") == phase and json.loads(x).get("step", 0) > after)
+    ]
     if len(kept) == len(lines):
         return False
     atomic_write_bytes(path, "".join(kept).encode())

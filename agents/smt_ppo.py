@@ -32,6 +32,7 @@ from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, sa
 from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.data.vector import InProcessEnvs, as_action_list
 from smt_rl.device import resolve_device
+from smt_rl.io import atomic_torch_save, safe_torch_load
 from smt_rl.smt.model import SMTModel
 from smt_rl.spaces import (
     batch_to_tensor,
@@ -53,6 +54,17 @@ class AgentState:
     prev_action: torch.Tensor  # (N, *action_shape) a_{t-1}
     prev_reward: torch.Tensor  # (N,) r_{t-1}
     step_count: torch.Tensor  # (N,) t, the step index within the episode
+
+    FIELDS = ("memory", "prev_action", "prev_reward", "step_count")
+
+
+def _td_to_plain(td: TensorDict) -> dict[str, Any]:
+    """A TensorDict as nested dicts of tensors (what ``torch.load(weights_only=True)`` reads)."""
+    return {"fields": td.to_dict(), "batch_size": list(td.batch_size)}
+
+
+def _td_from_plain(plain: dict[str, Any]) -> TensorDict:
+    return TensorDict(plain["fields"], batch_size=plain["batch_size"])
 
 
 class _Modules(torch.nn.Module):
@@ -246,8 +258,25 @@ class SMTPPO:
         return array
 
     # ------------------------------------------------------------------ learning
-    def learn(self, total_timesteps: int, progress_bar: bool = True) -> SMTPPO:
-        """Run PPO x DMT for ``total_timesteps`` environment steps (summed over environments)."""
+    def learn(
+        self,
+        total_timesteps: int,
+        progress_bar: bool = True,
+        resume_path: str | os.PathLike | None = None,
+        resume_every: int = 0,
+    ) -> SMTPPO:
+        """Run PPO x DMT for ``total_timesteps`` environment steps (summed over environments).
+
+        Args:
+            total_timesteps: env steps to reach (``num_timesteps`` counts from the agent's start).
+            progress_bar: show a progress bar.
+            resume_path: a file for the loop's resume state. Written atomically every
+                ``resume_every`` rollouts; when it exists at the start, the loop continues from it
+                exactly (weights, optimisers, DMT replay, RNG states, counters; the environments
+                are brought back by replaying every recorded action from their seeded reset, so
+                they must be deterministic given their seed, as gymnasium envs are).
+            resume_every: rollouts between resume states (0: none).
+        """
         if self.env_fn is None:
             raise ValueError("SMTPPO.learn needs an environment: pass env_fn when building it.")
         cfg, ppo = self.cfg, self.cfg.ppo
@@ -262,6 +291,25 @@ class SMTPPO:
         done_returns: list[float] = []
         done_success: list[float] = []
         bar = tqdm(total=total_timesteps, disable=not progress_bar, desc="train", unit="step")
+        action_log: list[np.ndarray] = []  # every step's env actions (replayed on resume)
+        if resume_path is not None and Path(resume_path).is_file():
+            saved = safe_torch_load(
+                resume_path, CheckpointError, "delete it to start the RL phase over."
+            )
+            self._restore_loop(saved, total_timesteps)
+            action_log = [a.numpy() for a in saved["actions"]]
+            for actions in action_log:  # the environments go through the same steps again
+                results = envs.step(as_action_list(actions))
+                observations = [r.observation for r in results]
+            state = AgentState(**{k: v.to(self.device) for k, v in saved["state"].items()})
+            starts = saved["starts"].to(self.device)
+            histories = [list(_td_from_plain(h).unbind(0)) if h else [] for h in saved["histories"]]
+            taken = [list(zip(a.unbind(0), r.tolist(), strict=True)) if a is not None else []
+                     for a, r in saved["taken"]]  # fmt: skip
+            returns_now = saved["returns_now"].numpy().copy()
+            done_returns, done_success = saved["done_returns"], saved["done_success"]
+            bar.update(self.num_timesteps)
+        rollouts = 0
         started = time.perf_counter()
         try:
             while self.num_timesteps < total_timesteps:
@@ -281,7 +329,9 @@ class SMTPPO:
                         dist, value = self.policy(self._features(memory, x))
                         action = dist.sample()
                         logp = dist.log_prob(action)
-                    results = envs.step(as_action_list(self._to_env(action.cpu())))
+                    env_actions = self._to_env(action.cpu())
+                    action_log.append(np.asarray(env_actions))
+                    results = envs.step(as_action_list(env_actions))
                     reward = torch.tensor([r.reward for r in results], dtype=torch.float32)
                     done = torch.tensor([r.final_observation is not None for r in results])
                     step_where = []
@@ -354,6 +404,34 @@ class SMTPPO:
                 if self.logger is not None:
                     self.logger(self.num_timesteps, metrics)
                 bar.set_postfix(ret=f"{metrics['rollout/return_mean']:.3f}", refresh=False)
+                rollouts += 1
+                if (
+                    resume_path is not None
+                    and resume_every > 0
+                    and rollouts % resume_every == 0
+                    and self.num_timesteps < total_timesteps
+                ):
+                    atomic_torch_save(
+                        resume_path,
+                        {
+                            **self._loop_state(total_timesteps),
+                            "actions": torch.as_tensor(np.stack(action_log)),
+                            "state": {k: getattr(state, k).cpu() for k in AgentState.FIELDS},
+                            "starts": starts.cpu(),
+                            "histories": [
+                                _td_to_plain(torch.stack(h)) if h else None for h in histories
+                            ],
+                            "taken": [
+                                (torch.stack([a for a, _ in t]), torch.tensor([r for _, r in t]))
+                                if t
+                                else (None, torch.zeros(0))
+                                for t in taken
+                            ],
+                            "returns_now": torch.as_tensor(returns_now),
+                            "done_returns": list(done_returns),
+                            "done_success": list(done_success),
+                        },
+                    )
         finally:
             bar.close()
             envs.close()
@@ -501,6 +579,56 @@ class SMTPPO:
             ]
         )
         return current, previous
+
+    # ------------------------------------------------------------------ resuming
+    def _loop_state(self, total_timesteps: int) -> dict[str, Any]:
+        """The agent's side of a resume state: weights, optimisers, replay, RNG, counters."""
+        teacher = self.online_teacher
+        return {
+            "total_timesteps": total_timesteps,
+            "num_timesteps": self.num_timesteps,
+            "modules": _Modules(self.model, self.policy).state_dict(),
+            "policy_opt": self.policy_opt.state_dict(),
+            "cell_opt": self.cell_opt.state_dict(),
+            "replay": {
+                "data": self.replay.data,
+                "next": self.replay.next,
+                "count": self.replay.count,
+            },
+            "teacher": None
+            if teacher is None
+            else {
+                "optimizer": teacher.optimizer.state_dict(),
+                "episodes": [_td_to_plain(e) for e in teacher.buffer.episodes],
+                "next": teacher.buffer.next,
+            },
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _restore_loop(self, saved: dict[str, Any], total_timesteps: int) -> None:
+        """Load :meth:`_loop_state`'s output back (the same run: same total_timesteps)."""
+        if saved.get("total_timesteps") != total_timesteps:
+            raise CheckpointError(
+                "the RL resume state was written for total_timesteps="
+                f"{saved.get('total_timesteps')}, this run asks for {total_timesteps}; resume "
+                "with the same config or delete it."
+            )
+        _Modules(self.model, self.policy).load_state_dict(saved["modules"])
+        self.policy_opt.load_state_dict(saved["policy_opt"])
+        self.cell_opt.load_state_dict(saved["cell_opt"])
+        data = saved["replay"]["data"]
+        self.replay.data = None if data is None else {k: v.to(self.device) for k, v in data.items()}
+        self.replay.next, self.replay.count = saved["replay"]["next"], saved["replay"]["count"]
+        if self.online_teacher is not None and saved["teacher"] is not None:
+            self.online_teacher.optimizer.load_state_dict(saved["teacher"]["optimizer"])
+            self.online_teacher.buffer.episodes = [
+                _td_from_plain(e) for e in saved["teacher"]["episodes"]
+            ]
+            self.online_teacher.buffer.next = saved["teacher"]["next"]
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.num_timesteps = int(saved["num_timesteps"])
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import shutil
@@ -24,7 +23,7 @@ from smt_rl.data import TrajectoryDataset
 from smt_rl.device import autocast
 from smt_rl.distributed import DistContext, setup, weights_digest
 from smt_rl.errors import DatasetError
-from smt_rl.io import atomic_write_bytes, atomic_write_json
+from smt_rl.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
 from smt_rl.run_logger import RunLogger
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.evaluate import TMAZE_ID, rollout_metrics, tmaze_probes
@@ -133,9 +132,7 @@ def _held_out_score(metrics: dict[str, float]) -> tuple[float, float]:
 
 def save_resume_state(run_dir: Path, state: dict[str, Any]) -> None:
     """Write the unfinished run's state atomically (tensors, numbers, strings: no code)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(run_dir / RESUME_FILE, buffer.getvalue())
+    atomic_torch_save(run_dir / RESUME_FILE, state)
 
 
 def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[str, Any] | None:
@@ -148,13 +145,7 @@ def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[s
     path = run_dir / RESUME_FILE
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, or it holds code (refused)
-        raise CheckpointError(
-            f"{path} cannot be read ({type(exc).__name__}: {exc}); delete it to restart the run "
-            "from scratch."
-        ) from exc
+    state = safe_torch_load(path, CheckpointError, "delete it to restart the run from scratch.")
     if state.get("config") != _pretrain_identity(cfg) or state.get("method") != method:
         raise CheckpointError(
             f"{run_dir} holds an unfinished run with another config or method; resume it with "
