@@ -168,11 +168,12 @@ def markdown_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
     ]
     for row in rows:
         reached = [t for t in row.get("time_to_success", []) if t is not None]
-        when = (
-            f"{len(reached)}/{len(row['seeds'])} seeds, {_duration(float(np.mean(reached)))}"
-            if reached
-            else f"0/{len(row['seeds'])} seeds"
-        )
+        if row["success"] is None:  # the task reports no success (POPGym): nothing to reach
+            when = "- (no success signal)"
+        elif reached:
+            when = f"{len(reached)}/{len(row['seeds'])} seeds, {_duration(float(np.mean(reached)))}"
+        else:
+            when = f"0/{len(row['seeds'])} seeds"
         lines.append(
             f"| {row['task']} | {row['method']} | {len(row['seeds'])} | {_cell(row['success'])} | "
             f"{_cell(row['return'])} | {row['env_steps']:,.0f} | {_duration(row['wall_s'])} "
