@@ -29,6 +29,7 @@ from agents.config import TrainConfig
 from agents.online_teacher import OnlineTeacher, finished_episode, stack_padded
 from agents.policy import ActorCritic
 from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from smt_rl.checks import check_finite
 from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.data.vector import InProcessEnvs, as_action_list
 from smt_rl.device import resolve_device
@@ -170,6 +171,8 @@ class SMTPPO:
         obs = batch_to_tensor(
             self.observation_space, stack_observations(observations, self.observation_space), n
         )
+        steps = torch.where(is_init.cpu(), 0, state.step_count.cpu())
+        check_finite({"observation": obs}, lambda i: f"env {i}, episode step {int(steps[i])}")
         zero = torch.zeros_like
         return TensorDict(
             {
@@ -333,6 +336,10 @@ class SMTPPO:
                     action_log.append(np.asarray(env_actions))
                     results = envs.step(as_action_list(env_actions))
                     reward = torch.tensor([r.reward for r in results], dtype=torch.float32)
+                    check_finite(
+                        {"reward": reward},
+                        lambda i, t=inputs["step_count"]: f"env {i}, episode step {int(t[i])}",
+                    )
                     done = torch.tensor([r.final_observation is not None for r in results])
                     step_where = []
                     for i, res in enumerate(results):

@@ -17,3 +17,7 @@ class SpaceError(SmtRlError, ValueError):
 
 class ConfigError(SmtRlError, ValueError):
     """A configuration key or value is wrong."""
+
+
+class NonFiniteError(SmtRlError, ValueError):
+    """An environment returned NaN or infinity in an observation or a reward."""

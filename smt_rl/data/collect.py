@@ -15,6 +15,7 @@ from gymnasium import spaces
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
+from smt_rl.checks import check_finite
 from smt_rl.data.policies import BehaviourPolicy, resolve_policy
 from smt_rl.data.vector import as_action_list, make_envs
 from smt_rl.data.writer import TrajectoryWriter
@@ -81,8 +82,15 @@ class _EpisodeStacker:
             return {k: self._copy_dict(v) for k, v in obs.items()}
         return np.array(obs)
 
-    def stack(self, ep: _Episode, final_obs: Any, terminated: bool, truncated: bool) -> Arrays:
-        """One finished episode as ``{key: (L, ...) array}`` in the stored layout."""
+    def stack(
+        self, ep: _Episode, final_obs: Any, terminated: bool, truncated: bool, env_index: int = 0
+    ) -> Arrays:
+        """One finished episode as ``{key: (L, ...) array}`` in the stored layout.
+
+        Raises:
+            NonFiniteError: an observation or reward of the episode is NaN or infinite (the
+                message names env ``env_index`` and the episode step).
+        """
         length = len(ep.actions)
         arrays: Arrays = {}
         for path, (shape, dtype) in self.obs_leaves.items():
@@ -90,11 +98,18 @@ class _EpisodeStacker:
             values = np.asarray([_get(o, path) for o in ep.observations], dtype=dtype)
             values = values.reshape(length, *shape)
             final = np.asarray(_get(final_obs, path), dtype=dtype).reshape(1, *shape)
+            every = np.concatenate([values, final])  # o_0 .. o_L
+            name = "observation" + "".join(f"[{k!r}]" for k in path)
+            check_finite({name: every}, lambda t, i=env_index: f"env {i}, episode step {t}")
             arrays[("observation", *path)] = values
-            arrays[("next", "observation", *path)] = np.concatenate([values[1:], final])
+            arrays[("next", "observation", *path)] = every[1:]
         actions = np.asarray(ep.actions, self.act_dtype)
         arrays[("action",)] = actions.reshape(length, *self.act_shape)
         arrays[("next", "reward")] = np.asarray(ep.rewards, dtype=np.float32)
+        check_finite(
+            {"reward": arrays[("next", "reward")]},
+            lambda t, i=env_index: f"env {i}, episode step {t}",
+        )
         ends = np.zeros(length, dtype=bool)
         ends[-1] = True
         arrays[("next", "terminated")] = ends & bool(terminated)
@@ -202,7 +217,7 @@ def collect_episodes(
                     continue
                 finished += 1
                 pending.append(
-                    stacker.stack(ep, res.final_observation, res.terminated, res.truncated)
+                    stacker.stack(ep, res.final_observation, res.terminated, res.truncated, i)
                 )
                 ret = float(sum(ep.rewards))
                 pending_stats[0].append(len(ep.actions))

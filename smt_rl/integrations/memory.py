@@ -29,6 +29,8 @@ _CHECKPOINT_KINDS = {
     "smt_model": (("model",), ""),
     "smt_ppo_agent": (("config", "model"), "smt."),
 }
+_SMT_PARTS = ("step_encoder.", "teacher.", "decoder.", "cell.")  # what an SMT model holds
+_OTHER_PARTS = {"smt_model": (), "smt_ppo_agent": ("policy.",)}  # and beside it, per kind
 
 
 class PretrainedMemory(nn.Module):
@@ -106,6 +108,13 @@ class PretrainedMemory(nn.Module):
             cfg.memory_tokens, cfg.token_dim, cfg.embed_dim, hidden=cfg.cell_hidden
         )
         memory = cls(encoder, cell, observation_space, action_space)
+        known = tuple(prefix + p for p in _SMT_PARTS) + _OTHER_PARTS[kind]
+        unexpected = sorted(k for k in tensors if not k.startswith(known))
+        if unexpected:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit an SMT {kind} (unexpected {unexpected[:5]}): it "
+                "was saved from another architecture or altered; re-run the training."
+            )
         wanted = {f"{prefix}step_encoder.", f"{prefix}cell."}
         kept = {
             k.removeprefix(prefix): v
