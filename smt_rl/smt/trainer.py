@@ -298,7 +298,9 @@ def pretrain_on_dataset(
         if main:
             _truncate_lines(run_dir / "metrics.jsonl", carry["log_lines"])
     if cfg.smt.compile and device.type == "cuda":
-        model.teacher = torch.compile(model.teacher)  # type: ignore[assignment]
+        # compile the forward only: the module (and its state-dict keys, which checkpoints and
+        # resume states store) stays as it is; replacing it would prefix every key `_orig_mod.`
+        model.teacher.forward = torch.compile(model.teacher.forward)  # type: ignore[method-assign]
     # tensorboard steps count updates over all phases; a resumed run purges the later ones
     offsets = [sum(p[1] for p in phases[:i]) for i in range(len(phases) + 1)]
     logger = (
