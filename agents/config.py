@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.baselines.config import GRUPPOConfig, RecurrentPPOConfig, SB3PPOConfig
-from smt_rl.smt.config import PretrainConfig
+from smt_rl.config import check_bounds
+from smt_rl.smt.config import AT_LEAST_0, COUNT, FRACTION, PretrainConfig
 
 ALGOS = ("smt_ppo", "ppo", "recurrent_ppo", "gru_ppo")  # what `algo` may name
 
@@ -81,3 +82,42 @@ class TrainConfig(PretrainConfig):
     recurrent_ppo: RecurrentPPOConfig = field(default_factory=RecurrentPPOConfig)  # algo:
     # recurrent_ppo
     gru_ppo: GRUPPOConfig = field(default_factory=GRUPPOConfig)  # algo: gru_ppo
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the pretraining sections
+        check_bounds(self, TRAIN_BOUNDS)
+
+
+# Value ranges of the agent's sections, checked when a TrainConfig is built (the pretraining
+# sections: smt_rl.smt.config.PRETRAIN_BOUNDS): dotted key -> (lowest, highest or None), inclusive.
+TRAIN_BOUNDS: dict[str, tuple[float, float | None]] = {
+    "total_timesteps": COUNT,
+    **{f"ppo.{k}": COUNT for k in ("n_steps", "epochs", "minibatch_size", "hidden")},
+    **{
+        f"ppo.{k}": AT_LEAST_0
+        for k in ("lr", "clip", "ent_coef", "vf_coef", "max_grad_norm", "resume_every")
+    },
+    **{f"ppo.{k}": FRACTION for k in ("gamma", "gae_lambda")},
+    **{
+        f"dmt.{k}": COUNT
+        for k in ("batch_size", "replay_size", "teacher_batch_episodes", "teacher_buffer_episodes")
+    },
+    **{f"dmt.{k}": AT_LEAST_0 for k in ("lr", "updates_per_rollout", "anchor_coef", "teacher_lr")},
+    "dmt.teacher_updates_per_rollout": AT_LEAST_0,
+    "eval.episodes": COUNT,
+    **{
+        f"{section}.{k}": COUNT
+        for section in ("sb3_ppo", "recurrent_ppo")
+        for k in ("n_steps", "batch_size", "n_epochs", "hidden")
+    },
+    **{f"recurrent_ppo.{k}": COUNT for k in ("lstm_hidden_size", "n_lstm_layers")},
+    **{
+        f"gru_ppo.{k}": COUNT
+        for k in ("frames_per_batch", "slice_len", "minibatch_slices", "epochs", "gru_hidden")
+    },
+    **{
+        f"{section}.{k}": FRACTION
+        for section in ("sb3_ppo", "recurrent_ppo", "gru_ppo")
+        for k in ("gamma", "gae_lambda")
+    },
+}

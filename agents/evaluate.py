@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from smt_rl.data.vector import InProcessEnvs
+from smt_rl.errors import SpaceError
 from smt_rl.spaces import stack_observations
 
 
@@ -28,6 +29,13 @@ def evaluate_agent(
     num_envs = max(1, min(num_envs, episodes))
     envs = InProcessEnvs(env_fn, num_envs)
     try:
+        for field in ("observation_space", "action_space"):
+            expected, got = getattr(agent, field, None), getattr(envs, f"single_{field}")
+            if expected is not None and expected != got:
+                raise SpaceError(
+                    f"{field}: the environment has {got}, but the agent was trained on "
+                    f"{expected}; evaluate it on the task it was trained on."
+                )
         observations = envs.reset(seed)
         state, starts = None, np.ones(num_envs, dtype=bool)
         rewards = np.zeros(num_envs, dtype=np.float32)

@@ -162,6 +162,10 @@ def pretrain(
     cls = type(config) if isinstance(config, PretrainConfig) else TrainConfig
     cfg = _resolve_config(cls, config, overrides)
     run_dir = Path(cfg.out)
+    if cfg.data.path is not None:  # a missing or foreign dataset fails before anything is written
+        _dataset_for(cfg, run_dir, progress=False)
+    else:  # so does a task that cannot be built (bad env.id / env.kwargs, unsupported spaces)
+        _check_task(cfg)
     ctx = distributed.setup(cfg.device)  # a world of one unless started by torchrun
     try:
         if ctx.is_main:  # rank 0 writes the config and collects the data; the others wait
@@ -173,6 +177,19 @@ def pretrain(
         return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress, ctx=ctx)
     finally:
         distributed.teardown(ctx)
+
+
+def _check_task(cfg: PretrainConfig) -> None:
+    """Build the task once and check its spaces: a bad ``env.id`` / ``env.kwargs`` /
+    ``env.entry_point`` or an unsupported space fails here, naming the field."""
+    from smt_rl.spaces import check_space
+
+    env = make_env(cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
+    try:
+        check_space(env.observation_space, "observation_space")
+        check_space(env.action_space, "action_space")
+    finally:
+        env.close()
 
 
 def _checkpoint_spec(spec_path: Path) -> dict[str, Any]:
@@ -245,14 +262,7 @@ def train(
     started = time.perf_counter()
     run_dir = Path(cfg.out)
     env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
-    probe_env = env_fn()  # a bad task or kwarg fails here, before anything is written
-    try:
-        from smt_rl.spaces import check_space
-
-        check_space(probe_env.observation_space, "observation_space")
-        check_space(probe_env.action_space, "action_space")
-    finally:
-        probe_env.close()
+    _check_task(cfg)  # a bad task or kwarg fails here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     data_steps: dict[str, int] = {}  # smt_ppo: {"pretrain_env_steps": logged data steps}

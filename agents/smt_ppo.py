@@ -11,6 +11,7 @@ agent's finished episodes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -28,15 +29,23 @@ from tqdm.auto import tqdm
 from agents.config import TrainConfig
 from agents.online_teacher import OnlineTeacher, finished_episode, stack_padded
 from agents.policy import ActorCritic
-from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from smt_rl.checkpoint import (
+    CheckpointError,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    spec_fields,
+)
 from smt_rl.checks import check_finite
 from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.data.vector import InProcessEnvs, as_action_list
 from smt_rl.device import resolve_device
+from smt_rl.errors import SpaceError
 from smt_rl.io import atomic_torch_save, safe_torch_load
 from smt_rl.smt.model import SMTModel
 from smt_rl.spaces import (
     batch_to_tensor,
+    check_same_space,
     is_single_observation,
     space_from_dict,
     space_to_dict,
@@ -285,6 +294,15 @@ class SMTPPO:
         cfg, ppo = self.cfg, self.cfg.ppo
         num_envs = cfg.env.num_envs
         envs = InProcessEnvs(self.env_fn, num_envs)
+        fix = "build the agent on a model pretrained on this task, or wrap the env to match."
+        try:
+            check_same_space(
+                self.observation_space, envs.single_observation_space, "observation_space", fix
+            )
+            check_same_space(self.action_space, envs.single_action_space, "action_space", fix)
+        except SpaceError:
+            envs.close()
+            raise
         observations = envs.reset(cfg.seed)
         state = self.initial_state(num_envs)
         starts = torch.ones(num_envs, dtype=torch.bool, device=self.device)
@@ -642,7 +660,8 @@ class SMTPPO:
         """Write the agent (SMT model + heads as safetensors, config and spaces as JSON)."""
         spec = {
             "kind": "smt_ppo_agent",
-            "config": config_to_dict(self.cfg),
+            # the model's own sizes: cfg.model may differ when the agent was built on a model
+            "config": config_to_dict(dataclasses.replace(self.cfg, model=self.model.cfg)),
             "observation_space": space_to_dict(self.observation_space),
             "action_space": space_to_dict(self.action_space),
             "num_timesteps": self.num_timesteps,
@@ -660,9 +679,10 @@ class SMTPPO:
         spec, tensors = read_checkpoint(path)
         if spec.get("kind") != "smt_ppo_agent":
             raise CheckpointError(f"{path} holds a {spec.get('kind')!r} checkpoint, not an agent.")
-        cfg = config_from_dict(TrainConfig, spec["config"])
-        obs_space = space_from_dict(spec["observation_space"])
-        act_space = space_from_dict(spec["action_space"])
+        with spec_fields(path):
+            cfg = config_from_dict(TrainConfig, spec["config"])
+            obs_space = space_from_dict(spec["observation_space"])
+            act_space = space_from_dict(spec["action_space"])
         model = SMTModel(cfg.model, obs_space, act_space)
         features = model.cell.memory_size + cfg.model.embed_dim
         modules = _Modules(model, ActorCritic(features, act_space, cfg.ppo.hidden))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from smt_rl.errors import SmtRlError
+from smt_rl.errors import ConfigError, SmtRlError, SpaceError
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
 
 WEIGHTS_FILE = "model.safetensors"
@@ -48,6 +50,11 @@ def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str
     """Read and verify a checkpoint folder: ``(spec, tensors)``; clear errors when it is not one."""
     folder = Path(folder)
     spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
+    if folder.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(folder)!r} is a file; pass the folder holding {SPEC_FILE} and "
+            f"{WEIGHTS_FILE} (e.g. RUN_DIR/checkpoint). Pickled torch files are never loaded."
+        )
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist; check the path.")
     if not spec_path.is_file() or not weights_path.is_file():
@@ -69,6 +76,20 @@ def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is not a valid safetensors file: {exc}") from exc
     return spec, tensors
+
+
+@contextmanager
+def spec_fields(folder: str | os.PathLike) -> Iterator[None]:
+    """Reading the fields of ``folder``'s checkpoint description: a missing key, or a config or
+    space this version cannot build, becomes a :class:`CheckpointError` naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ConfigError, SpaceError) as exc:
+        detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CheckpointError(
+            f"{Path(folder) / SPEC_FILE} is incomplete or invalid ({detail}); it was edited or "
+            "written by another smt_rl version: re-run the training (or restore the file)."
+        ) from exc
 
 
 def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

@@ -30,6 +30,9 @@ Rules, in short:
   (``env={id: X}``) merges into it; setting a free-form dict (``env.kwargs={a: 1}``) replaces it;
   ``env.kwargs.a=1`` sets one key of the dict as it stands (file value or default).
 
+- Value ranges: a root config may call :func:`check_bounds` from ``__post_init__`` with a table
+  ``{dotted key: (lowest, highest or None)}``; a value outside is an error naming the key.
+
 Every error is a :class:`smt_rl.errors.ConfigError` whose message names the key and the fix.
 """
 
@@ -43,6 +46,7 @@ import enum
 import functools
 import inspect
 import io
+import math
 import re
 import textwrap
 import tokenize
@@ -58,6 +62,7 @@ from smt_rl.io import atomic_write_bytes
 
 __all__ = [
     "apply_overrides",
+    "check_bounds",
     "config_from_dict",
     "config_to_dict",
     "describe_config",
@@ -846,3 +851,25 @@ def describe_config(cls: type) -> str:
         line = f"{key:<{wk}}  {tname:<{wt}}  {default:<{wd}}"
         lines.append((f"{line}  # {doc}" if doc else line).rstrip())
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Value ranges.
+
+
+def check_bounds(cfg: Any, bounds: dict[str, tuple[float, float | None]]) -> None:
+    """Raise :class:`ConfigError` naming the first dotted key of ``bounds`` whose value in
+    ``cfg`` lies outside its ``(lowest, highest)`` range (keys ``cfg`` lacks are skipped)."""
+    for key, (low, high) in bounds.items():
+        try:
+            value = functools.reduce(getattr, key.split("."), cfg)
+        except AttributeError:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # the type check already ran; None means "not set"
+        if math.isnan(value) or value < low or (high is not None and value > high):
+            wanted = f">= {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(
+                f"config key '{key}' must be {wanted}, got {value}. Fix: set {key}= to a value "
+                f"{wanted} (in the config file or as an override)."
+            )

@@ -41,6 +41,14 @@ def check_space(space: spaces.Space, field: str) -> None:
     )
 
 
+def check_same_space(expected: spaces.Space, got: spaces.Space, field: str, fix: str) -> None:
+    """Raise :class:`SpaceError` naming ``field`` if ``got`` is unsupported or differs from
+    ``expected`` (the space a model or dataset was built for); ``fix`` says what to do."""
+    check_space(got, field)
+    if space_to_dict(got) != space_to_dict(expected):
+        raise SpaceError(f"{field}: the environment has {got}, but {expected} is expected; {fix}")
+
+
 def space_to_dict(space: spaces.Space) -> dict[str, Any]:
     """A JSON-ready description of ``space`` that :func:`space_from_dict` turns back into it."""
     if isinstance(space, spaces.Dict):

@@ -66,7 +66,13 @@ from torchrl.objectives.value import GAE
 from tqdm.auto import tqdm
 
 from agents.config import TrainConfig
-from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from smt_rl.checkpoint import (
+    CheckpointError,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    spec_fields,
+)
 from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.device import resolve_device
 from smt_rl.errors import ConfigError
@@ -461,13 +467,12 @@ class GRUPPOAgent:
                 f"{path} holds a {spec.get('kind')!r} checkpoint, not a {KIND!r} one; load it "
                 "with the agent class of its kind."
             )
-        cfg = config_from_dict(TrainConfig, spec["config"])
+        with spec_fields(path):
+            cfg = config_from_dict(TrainConfig, spec["config"])
+            observation_space = space_from_dict(spec["observation_space"])
+            action_space = space_from_dict(spec["action_space"])
         agent = cls(
-            cfg,
-            env_fn,
-            device,
-            observation_space=space_from_dict(spec["observation_space"]),
-            action_space=space_from_dict(spec["action_space"]),
+            cfg, env_fn, device, observation_space=observation_space, action_space=action_space
         )
         load_weights(agent.net, tensors, str(path))
         agent.num_timesteps = int(spec.get("num_timesteps", 0))

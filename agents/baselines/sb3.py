@@ -41,7 +41,13 @@ from tqdm.auto import tqdm
 
 from agents.baselines.config import RecurrentPPOConfig, SB3PPOConfig
 from agents.config import TrainConfig
-from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from smt_rl.checkpoint import (
+    CheckpointError,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    spec_fields,
+)
 from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
@@ -392,13 +398,12 @@ class _SB3Agent:
                 f"{path} holds a {spec.get('kind')!r} checkpoint, not a {cls.kind!r} one; load it "
                 "with the class that saved it (see agents.baselines.BASELINE_KINDS)."
             )
-        cfg = config_from_dict(TrainConfig, spec["config"])
+        with spec_fields(path):
+            cfg = config_from_dict(TrainConfig, spec["config"])
+            observation_space = space_from_dict(spec["observation_space"])
+            action_space = space_from_dict(spec["action_space"])
         agent = cls(
-            cfg,
-            env_fn,
-            device,
-            observation_space=space_from_dict(spec["observation_space"]),
-            action_space=space_from_dict(spec["action_space"]),
+            cfg, env_fn, device, observation_space=observation_space, action_space=action_space
         )
         load_weights(agent.policy, tensors, str(path))
         agent.num_timesteps = int(spec.get("num_timesteps", 0))

@@ -168,7 +168,7 @@ def markdown_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
     ]
     for row in rows:
         reached = [t for t in row.get("time_to_success", []) if t is not None]
-        if row["success"] is None:  # the task reports no success (POPGym): nothing to reach
+        if row["success"] is None and not reached:  # no success signal (POPGym)
             when = "- (no success signal)"
         elif reached:
             when = f"{len(reached)}/{len(row['seeds'])} seeds, {_duration(float(np.mean(reached)))}"

@@ -160,6 +160,7 @@ def collect_episodes(
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     started = time.perf_counter()
     envs = make_envs(env_fn, num_envs, vectorization)
+    writer: TrajectoryWriter | None = None
     try:
         obs_space, act_space = envs.single_observation_space, envs.single_action_space
         check_space(obs_space, "observation_space")
@@ -241,6 +242,10 @@ def collect_episodes(
         bar.close()
         wall = time.perf_counter() - started
         writer.end_collection(wall)
+    except BaseException:
+        if writer is not None:  # chunks already written stay; nothing half-written remains
+            writer.abort_collection()
+        raise
     finally:
         envs.close()
     return CollectionResult(

@@ -16,7 +16,7 @@ from tensordict import TensorDict
 
 from smt_rl.data.format import CHUNK_DIR, FORMAT_NAME, FORMAT_VERSION, META_FILE, chunk_name
 from smt_rl.errors import DatasetError
-from smt_rl.io import atomic_write_json, read_format_json
+from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
 from smt_rl.spaces import check_space, space_to_dict
 
 
@@ -87,7 +87,11 @@ class TrajectoryWriter:
         self.path = Path(path)
         obs_desc = space_to_dict(observation_space)
         act_desc = space_to_dict(action_space)
-        if (self.path / META_FILE).exists():
+        #: True when this writer created the dataset (``made_folder``: the folder too).
+        self.created = not (self.path / META_FILE).exists()
+        self.made_folder = not self.path.exists()
+        self._meta_before: bytes | None = None  # meta.json as it was before begin_collection
+        if not self.created:
             self.meta = read_meta(self.path)
             self._check_same_task(dict(env), obs_desc, act_desc)
             self._remove_unlisted_chunks()
@@ -135,6 +139,7 @@ class TrajectoryWriter:
 
     def begin_collection(self, record: Mapping[str, Any]) -> None:
         """Log the start of a collection run (policy, seed, ...); chunk writes update its counts."""
+        self._meta_before = (self.path / META_FILE).read_bytes()
         entry = {**record, "episodes": 0, "steps": 0, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.meta["collections"].append(entry)
         atomic_write_json(self.path / META_FILE, self.meta)
@@ -178,3 +183,24 @@ class TrajectoryWriter:
         if self.meta["collections"]:
             self.meta["collections"][-1]["wall_s"] = round(float(wall_s), 3)
             atomic_write_json(self.path / META_FILE, self.meta)
+
+    def abort_collection(self) -> None:
+        """Clean up after a collection run that failed (an error, an interrupt).
+
+        Chunks it already wrote stay (they hold whole episodes). A temporary chunk in flight is
+        removed. When it wrote no chunk, the folder goes back to what it was: its record is
+        dropped from ``meta.json`` (restored byte for byte), and a dataset this writer created is
+        removed again (the folder too, when the writer made it).
+        """
+        self._remove_unlisted_chunks()
+        began = self._meta_before is not None
+        if began and self.meta["collections"][-1]["episodes"] > 0:
+            return  # this run wrote episodes: they stay, listed
+        if self.created and not self.meta["chunks"]:
+            (self.path / META_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self.path / CHUNK_DIR, ignore_errors=True)
+            if self.made_folder and not any(self.path.iterdir()):
+                self.path.rmdir()
+            return
+        if began:
+            atomic_write_bytes(self.path / META_FILE, self._meta_before)

@@ -15,10 +15,9 @@ from gymnasium import spaces
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
-from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint
+from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, spec_fields
 from smt_rl.config import config_from_dict
 from smt_rl.device import resolve_device
-from smt_rl.errors import ConfigError
 from smt_rl.models import CELLS, StepEncoder
 from smt_rl.models.cells import MemoryCell
 from smt_rl.smt.config import ModelConfig
@@ -92,17 +91,13 @@ class PretrainedMemory(nn.Module):
                 "checkpoint (RUN_DIR/pretrain/checkpoint) or an smt_ppo agent (RUN_DIR/checkpoint)."
             )
         config_path, prefix = _CHECKPOINT_KINDS[kind]
-        try:
+        with spec_fields(path):
             model_dict = spec
             for key in config_path:
                 model_dict = model_dict[key]
             cfg = config_from_dict(ModelConfig, model_dict)
             observation_space = space_from_dict(spec["observation_space"])
             action_space = space_from_dict(spec["action_space"])
-        except (KeyError, TypeError, ConfigError) as exc:
-            raise CheckpointError(
-                f"{path}: checkpoint.json is incomplete or invalid ({exc})."
-            ) from exc
         encoder = StepEncoder(observation_space, action_space, cfg.embed_dim)
         cell = CELLS[cfg.cell](
             cfg.memory_tokens, cfg.token_dim, cfg.embed_dim, hidden=cfg.cell_hidden

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from smt_rl.config import check_bounds
+from smt_rl.errors import ConfigError
 
 
 @dataclass
@@ -92,3 +96,62 @@ class PretrainConfig:
     seed: int = 0  # seeds collection, sampling and initialisation
     out: str = "runs/smt"  # run folder (config, metrics, checkpoint, summary)
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+
+    def __post_init__(self) -> None:
+        check_bounds(self, PRETRAIN_BOUNDS)
+        width, heads = self.model.teacher_width, self.model.teacher_heads
+        if width % heads:
+            raise ConfigError(
+                f"config key 'model.teacher_width' ({width}) must be divisible by "
+                f"'model.teacher_heads' ({heads}). Fix: change one of them, e.g. "
+                f"model.teacher_heads={math.gcd(width, heads)}."
+            )
+
+
+COUNT, AT_LEAST_0, FRACTION = (1, None), (0, None), (0, 1)
+# Value ranges checked when a PretrainConfig (or a TrainConfig) is built: dotted key -> (lowest,
+# highest or None), inclusive. Sizes and counts of things that must exist are >= 1; counts of
+# optional work, rates and weights are >= 0.
+PRETRAIN_BOUNDS: dict[str, tuple[float, float | None]] = {
+    "env.num_envs": COUNT,
+    **{f"data.{k}": COUNT for k in ("episodes", "num_envs")},
+    "data.val_fraction": FRACTION,
+    "data.val_max_episodes": AT_LEAST_0,
+    **{
+        f"model.{k}": COUNT
+        for k in (
+            "embed_dim",
+            "memory_tokens",
+            "token_dim",
+            "teacher_width",
+            "teacher_layers",
+            "teacher_heads",
+            "context",
+            "decoder_hidden",
+            "horizon",
+            "cell_hidden",
+        )
+    },
+    **{f"smt.{k}": COUNT for k in ("batch_size", "seq_len", "eval_every", "log_every")},
+    **{
+        f"smt.{k}": AT_LEAST_0
+        for k in (
+            "updates",
+            "lr",
+            "weight_decay",
+            "warmup",
+            "grad_clip",
+            "c_pred",
+            "c_dyn",
+            "c_unif",
+            "c_far",
+            "c_term",
+            "c_obs",
+            "dyn_input_noise",
+            "dmt_updates",
+            "dmt_lr",
+            "checkpoint_every",
+        )
+    },
+    "smt.far_last_prob": FRACTION,
+}

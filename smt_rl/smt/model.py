@@ -67,20 +67,17 @@ def load_smt_model(path: str | os.PathLike, device: str | torch.device = "cpu") 
     Raises:
         CheckpointError: missing, corrupt or foreign checkpoint, or weights that do not fit.
     """
-    from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint
+    from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, spec_fields
     from smt_rl.config import config_from_dict
-    from smt_rl.errors import ConfigError
     from smt_rl.spaces import space_from_dict
 
     spec, tensors = read_checkpoint(path)
     if spec.get("kind") != "smt_model":
         raise CheckpointError(f"{path} holds a {spec.get('kind')!r} checkpoint, not an SMT model.")
-    try:
+    with spec_fields(path):
         cfg = config_from_dict(ModelConfig, spec["model"])
         obs_space = space_from_dict(spec["observation_space"])
         act_space = space_from_dict(spec["action_space"])
-    except (KeyError, ConfigError) as exc:
-        raise CheckpointError(f"{path}: checkpoint.json is incomplete or invalid ({exc}).") from exc
     model = SMTModel(cfg, obs_space, act_space)
     load_weights(model, tensors, str(path))
     return model.to(device)
