@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from agents.pipeline import collect, pretrain
+
+# tiny models: one thread is faster than several, and CPU results repeat exactly
+torch.set_num_threads(1)
 
 # PassiveTMaze length 30: SMT pretraining small enough for the default run (~30 s on one CPU
 # thread), whose memory module holds the cue to the junction (probe accuracy 1.0 with seed 0)
