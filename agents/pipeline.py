@@ -33,7 +33,7 @@ from smt_rl.data import (
 from smt_rl.errors import ConfigError, DatasetError
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json, safe_torch_load
 from smt_rl.smt.config import PretrainConfig
-from smt_rl.smt.trainer import pretrain_on_dataset
+from smt_rl.smt.trainer import PRETRAIN_SECTIONS, pretrain_on_dataset
 
 
 def collect(
@@ -162,18 +162,20 @@ def pretrain(
     cls = type(config) if isinstance(config, PretrainConfig) else TrainConfig
     cfg = _resolve_config(cls, config, overrides)
     run_dir = Path(cfg.out)
-    if cfg.data.path is not None:  # a missing or foreign dataset fails before anything is written
-        _dataset_for(cfg, run_dir, progress=False)
-    else:  # so does a task that cannot be built (bad env.id / env.kwargs, unsupported spaces)
+    # a missing or foreign dataset fails before anything is written; so does a task that cannot
+    # be built (bad env.id / env.kwargs, unsupported spaces) when the data is still to collect
+    given = _dataset_for(cfg, run_dir, progress=False) if cfg.data.path is not None else None
+    if given is None:
         _check_task(cfg)
     ctx = distributed.setup(cfg.device)  # a world of one unless started by torchrun
     try:
         if ctx.is_main:  # rank 0 writes the config and collects the data; the others wait
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
-            _dataset_for(cfg, run_dir, progress)
+            if given is None:
+                _dataset_for(cfg, run_dir, progress)
         ctx.barrier()
-        dataset = _dataset_for(cfg, run_dir, progress=False)
+        dataset = given if given is not None else _dataset_for(cfg, run_dir, progress=False)
         return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress, ctx=ctx)
     finally:
         distributed.teardown(ctx)
@@ -201,9 +203,6 @@ def _checkpoint_spec(spec_path: Path) -> dict[str, Any]:
         "checkpoint description",
         "re-run the training.",
     )
-
-
-PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
 
 
 def finished_pretraining(cfg: PretrainConfig, folder: Path) -> dict[str, Any] | None:
@@ -331,11 +330,11 @@ def _drop_lines(path: Path, phase: str, after: int = 0) -> bool:
     if not path.is_file():
         return False
     lines = path.read_text().splitlines(keepends=True)
-    kept = [
-        x
-        for x in lines
-        if not (json.loads(x).get("phase") == phase and json.loads(x).get("step", 0) > after)
-    ]
+
+    def later(line: dict[str, Any]) -> bool:
+        return line.get("phase") == phase and line.get("step", 0) > after
+
+    kept = [x for x in lines if not later(json.loads(x))]
     if len(kept) == len(lines):
         return False
     atomic_write_bytes(path, "".join(kept).encode())

@@ -180,8 +180,10 @@ class SMTPPO:
         obs = batch_to_tensor(
             self.observation_space, stack_observations(observations, self.observation_space), n
         )
-        steps = torch.where(is_init.cpu(), 0, state.step_count.cpu())
-        check_finite({"observation": obs}, lambda i: f"env {i}, episode step {int(steps[i])}")
+        check_finite(
+            {"observation": obs},
+            lambda i: f"env {i}, episode step {0 if is_init[i] else int(state.step_count[i])}",
+        )
         zero = torch.zeros_like
         return TensorDict(
             {

@@ -29,7 +29,7 @@ from smt_rl.spaces import action_indices, leaf_spaces, torch_dtype
 _DONE_KEYS = ("terminated", "truncated", "done")
 
 
-def _per_step(value: torch.Tensor, batch_dims: int) -> torch.Tensor:
+def per_step(value: torch.Tensor, batch_dims: int) -> torch.Tensor:
     """``(*B, 1)`` -> ``(*B,)``; ``(*B,)`` unchanged."""
     if value.dim() == batch_dims + 1 and value.shape[-1] == 1:
         return value.squeeze(-1)
@@ -93,15 +93,15 @@ def episodes_from_tensordict(
         if key not in rows.keys(True):
             raise DatasetError(f"the collected tensordict has no {key!r} entry; it is required.")
     if "is_init" in rows:
-        starts = _per_step(rows.get("is_init"), 2).bool()
+        starts = per_step(rows.get("is_init"), 2).bool()
     elif "step_count" in rows:
-        starts = _per_step(rows.get("step_count"), 2) == 0
+        starts = per_step(rows.get("step_count"), 2) == 0
     else:
         raise DatasetError(
             "the collected tensordict has neither 'is_init' nor 'step_count': episode starts "
             "cannot be told apart. Add torchrl.envs.InitTracker() (or StepCounter()) to the env."
         )
-    ends = _per_step(rows.get(("next", "done")), 2).bool()
+    ends = per_step(rows.get(("next", "done")), 2).bool()
     obs = _cast(_observation(rows, observation_space, "observation"), observation_space)
     next_obs = _cast(
         _observation(rows.get("next"), observation_space, "next.observation"), observation_space
@@ -113,15 +113,15 @@ def episodes_from_tensordict(
             f"{action_space.shape}; pass the spaces of the env that collected it."
         )
     flags = {
-        k: _per_step(rows.get(("next", k)), 2).bool()
+        k: per_step(rows.get(("next", k)), 2).bool()
         for k in _DONE_KEYS
         if ("next", k) in rows.keys(True)
     }
     flags.setdefault("terminated", ends)
     flags.setdefault("truncated", ends & ~flags["terminated"])
-    rewards = _per_step(rows.get(("next", "reward")), 2).float()
+    rewards = per_step(rows.get(("next", "reward")), 2).float()
     success = (
-        _per_step(rows.get(("next", "success")), 2).bool()
+        per_step(rows.get(("next", "success")), 2).bool()
         if ("next", "success") in rows.keys(True)
         else None
     )

@@ -33,6 +33,7 @@ from torchrl.data import Unbounded
 from torchrl.envs import InitTracker, StepCounter, TensorDictPrimer, Transform
 from torchrl.modules import recurrent_mode
 
+from smt_rl.data.torchrl_io import per_step
 from smt_rl.errors import ConfigError
 from smt_rl.integrations.memory import PretrainedMemory
 from smt_rl.models.step_encoder import STEP_INPUT_KEYS
@@ -195,11 +196,8 @@ class SMTMemoryModule(TensorDictModuleBase):
         n = len(batch)
         device = self.memory.device
 
-        def per_step(key: NestedKey) -> torch.Tensor:
-            value = td.get(key)
-            if value.dim() == n + 1 and value.shape[-1] == 1:
-                value = value.squeeze(-1)
-            return value.to(device)
+        def step_entry(key: NestedKey) -> torch.Tensor:
+            return per_step(td.get(key), n).to(device)
 
         if self.observation_key is None:
             observation = td.select(*self.memory.observation_space.spaces).to(device)
@@ -210,9 +208,9 @@ class SMTMemoryModule(TensorDictModuleBase):
             "prev_action": action_indices(
                 self.memory.action_space, td.get("prev_action").to(device), n
             ),
-            "prev_reward": per_step("prev_reward").float(),
-            "step_count": per_step("step_count").long(),
-            "is_init": per_step("is_init").bool(),
+            "prev_reward": step_entry("prev_reward").float(),
+            "step_count": step_entry("step_count").long(),
+            "is_init": step_entry("is_init").bool(),
         }
         assert set(values) == set(STEP_INPUT_KEYS)
         return TensorDict(values, batch_size=batch, device=device)

@@ -165,11 +165,14 @@ class _PhaseLoss(nn.Module):
         return self.loss_fn(batch)
 
 
+PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
+
+
 def _pretrain_identity(cfg: PretrainConfig) -> dict[str, Any]:
     """What must not change for a killed pretraining to resume: task, data, model, optimisation
     and seed (not the run folder, the device or the agent's later settings)."""
     full = config_to_dict(cfg)
-    return {k: full[k] for k in ("env", "data", "model", "smt", "seed")}
+    return {k: full[k] for k in PRETRAIN_SECTIONS}
 
 
 def _truncate_lines(path: Path, keep: int) -> None:
