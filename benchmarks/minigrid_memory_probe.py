@@ -15,11 +15,11 @@ import argparse
 import numpy as np
 import torch
 
-from agents.config import TrainConfig
-from agents.smt_ppo import SMTPPO
 from envs import make_env
+from smt_rl.memory import MemoryRunner
 from smt_rl.smt.evaluate import linear_probe_accuracy
 from smt_rl.smt.model import load_smt_model
+from smt_rl.spaces import batch_to_tensor, stack_observations
 
 
 def main() -> None:
@@ -29,7 +29,10 @@ def main() -> None:
     parser.add_argument("--env", default="MiniGrid-MemoryS7-v0")
     args = parser.parse_args()
     model = load_smt_model(args.checkpoint)
-    agent = SMTPPO(model, TrainConfig(), device="cpu")  # only its memory stepping is used
+    memory = MemoryRunner(
+        model.step_encoder, model.cell, model.observation_space, model.action_space
+    )
+    space = model.observation_space
     env = make_env(args.env, {"movement_only": True})
     rng = np.random.default_rng(0)
     student, teacher, labels = [], [], []
@@ -37,19 +40,21 @@ def main() -> None:
         obs, _ = env.reset(seed=episode)
         base = env.unwrapped
         labels.append(0 if base.grid.get(1, base.height // 2 - 1).type == "key" else 1)
-        state, start, reward, inputs = None, np.ones(1, bool), 0.0, []
+        state, inputs = memory.initial_state(1), []
         for t in range(12):
-            current = agent.initial_state(1) if state is None else state
-            inputs.append(agent._step_inputs([obs], current, torch.tensor(start)))
-            batch = {"image": obs["image"][None], "direction": np.array([obs["direction"]])}
-            _, state = agent.predict(batch, state, start, False, reward=np.array([reward]))
+            observation = batch_to_tensor(space, stack_observations([obs], space), 1)
+            step = memory.inputs(observation, state, torch.tensor([t == 0]))
+            inputs.append(step[0])
+            state.memory = memory.transition(step, state.memory)[2]
             action = 0 if t < 2 else int(rng.integers(3))
             obs, reward, terminated, truncated, _ = env.step(action)
-            start = np.zeros(1, bool)
+            state.prev_action = torch.tensor([action])
+            state.prev_reward = torch.tensor([float(reward)])
+            state.step_count = state.step_count + 1
             if terminated or truncated:
                 break
         with torch.no_grad():
-            label = model.teacher(model.step_encoder(torch.stack([s[0] for s in inputs])[None]))
+            label = model.teacher(model.step_encoder(torch.stack(inputs)[None]))
         student.append(state.memory[0].flatten())
         teacher.append(label[0, -1].flatten())
     y = torch.tensor(labels)

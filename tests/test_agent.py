@@ -86,22 +86,24 @@ def test_save_load_predict_gives_the_same_actions(trained_run, tmp_path):
     assert json.loads((out / "eval.json").read_text())["eval/success_rate"] >= 0.9
 
 
-def test_ppo_update_never_backpropagates_into_the_memory(trained_run):
+def test_ppo_update_never_backpropagates_into_the_memory(trained_run, monkeypatch):
+    import agents.smt_ppo.agent as agent_module
+
     out, _ = trained_run
     agent = SMTPPO.load(out / "checkpoint", functools.partial(make_env, TMAZE, {"length": 20}))
     agent.cfg.dmt.enabled = False
     seen = {}
-    original = agent._ppo_update
+    original = agent_module.ppo_update
 
-    def spy(batch, last_value):
-        seen["requires_grad"] = [k for k, v in batch.items() if v.requires_grad]
-        result = original(batch, last_value)
+    def spy(policy, optimizer, steps, cfg, generator):
+        seen["requires_grad"] = [k for k, v in steps.items() if v.requires_grad]
+        result = original(policy, optimizer, steps, cfg, generator)
         seen["cell_grads"] = [p.grad for p in agent.model.cell.parameters()]
         seen["encoder_grads"] = [p.grad for p in agent.model.step_encoder.parameters()]
         seen["policy_grads"] = [p.grad for p in agent.policy.parameters()]
         return result
 
-    agent._ppo_update = spy
+    monkeypatch.setattr(agent_module, "ppo_update", spy)
     agent.learn(agent.num_timesteps + 8 * agent.cfg.ppo.n_steps, progress_bar=False)
     assert seen["requires_grad"] == []  # stored memories and inputs carry no graph
     assert all(g is None for g in seen["cell_grads"] + seen["encoder_grads"])

@@ -7,60 +7,73 @@ import json
 import torch
 from tensordict import TensorDict
 
-from agents.online_teacher import EpisodeBuffer, finished_episode
 from agents.pipeline import train
+from smt_rl.data.episodes import EpisodeAssembler
+from smt_rl.smt.dmt import EpisodeBuffer
 from smt_rl.smt.targets import predictive_targets
 
 
-def _inputs(length: int) -> list[TensorDict]:
-    return [
-        TensorDict(
-            {
-                "observation": torch.full((3,), float(t)),
-                "prev_action": torch.tensor(max(t - 1, 0) * 10),
-                "prev_reward": torch.tensor(float(t)),
-                "is_init": torch.tensor(t == 0),
-                "step_count": torch.tensor(t),
-            },
-            batch_size=[],
+def _rollout(t0: int, lengths: list[int], steps: int, terminal: bool = True) -> TensorDict:
+    """Steps ``t0 .. t0 + steps - 1`` ``(T, N)`` of N environments whose episodes all last
+    ``lengths[i]`` steps, in the dataset layout; observation and action encode the episode step."""
+    columns = []
+    for length in lengths:
+        t = torch.arange(t0, t0 + steps) % length  # step within the episode
+        last = t == length - 1
+        columns.append(
+            TensorDict(
+                {
+                    "observation": t[:, None].float().expand(-1, 3),
+                    "prev_action": (t - 1).clamp_min(0) * 10,
+                    "prev_reward": t.float(),
+                    "is_init": t == 0,
+                    "step_count": t,
+                    "action": t * 10,
+                    "next": {
+                        "observation": (t + 1)[:, None].float().expand(-1, 3),
+                        "reward": last.float(),
+                        "terminated": last & terminal,
+                        "truncated": last & (not terminal),
+                        "done": last,
+                    },
+                },
+                batch_size=[steps],
+            )
         )
-        for t in range(length)
-    ]
+    return torch.stack(columns, 1)
 
 
-def test_finished_episode_has_the_dataset_layout():
-    episode = finished_episode(
-        _inputs(4),
-        [torch.tensor(10 * t) for t in range(4)],
-        [0.0, 0.0, 0.0, 1.0],
-        terminated=True,
-        final_observation=torch.full((3,), 4.0),
-    )
+def test_episodes_are_cut_whole_across_rollouts_in_the_dataset_layout():
+    assembler = EpisodeAssembler(num_envs=2)
+    first = assembler.add(_rollout(0, [4, 3], steps=2))
+    assert first == []
+    episodes = assembler.add(
+        _rollout(2, [4, 3], steps=4)
+    )  # env 1 ends at 2, env 0 at 3, env 1 at 5
+    assert [e.shape[0] for e in episodes] == [3, 4, 3]
+    episode = episodes[1]  # env 0's first episode, begun in the first rollout
     assert episode.batch_size == torch.Size([4])
     assert episode["next", "observation"][:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert episode["action"].tolist() == [0, 10, 20, 30]
     assert episode["action"].dtype == episode["prev_action"].dtype
     assert episode["next", "reward"].tolist() == [0.0, 0.0, 0.0, 1.0]
     assert episode["next", "terminated"].tolist() == [False, False, False, True]
+    assert episode["is_init"].tolist() == [True, False, False, False]
     assert episode["mask"].all()
-    truncated = finished_episode(
-        _inputs(2), [torch.tensor(0)] * 2, [0.0, 0.0], False, torch.zeros(3)
-    )
+    truncated = EpisodeAssembler(1).add(_rollout(0, [2], steps=2, terminal=False))[0]
     assert not truncated["next", "terminated"].any()
+    # what a resume state keeps: the unfinished steps, back as they were
+    again = EpisodeAssembler(num_envs=2)
+    again.load_state_dict(assembler.state_dict())
+    rest = _rollout(6, [4, 3], steps=2)
+    assert [e.shape[0] for e in again.add(rest)] == [e.shape[0] for e in assembler.add(rest)]
 
 
 def test_episode_buffer_pads_with_masked_steps_and_forgets_the_oldest():
     buffer = EpisodeBuffer(capacity=2)
     for length in (2, 5, 3):
-        buffer.add(
-            finished_episode(
-                _inputs(length),
-                [torch.tensor(0)] * length,
-                [0.0] * length,
-                True,
-                torch.zeros(3),
-            )
-        )
+        for episode in EpisodeAssembler(1).add(_rollout(0, [length], steps=length)):
+            buffer.add(episode)
     assert len(buffer) == 2
     assert sorted(e.shape[0] for e in buffer.episodes) == [3, 5]  # the length-2 one is gone
     batch = buffer.sample(8, max_length=4, generator=torch.Generator().manual_seed(0))

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
-from tensordict import TensorDict
 
 from smt_rl.errors import ConfigError, SpaceError
 from smt_rl.integrations.memory import PretrainedMemory
+from smt_rl.memory import MemoryState
 from smt_rl.spaces import batch_to_tensor, check_space, space_to_dict, stack_observations
 
 MODES = ("dict", "flat")
@@ -86,62 +86,49 @@ class SMTMemoryWrapper(gym.Wrapper):
             )
         else:
             self.observation_space = _flat_space(env.observation_space, memory_box)
-        self._memory: torch.Tensor | None = None  # (1, K, d) m_t; None until reset()
-        self._t = 0  # steps taken this episode
+        self._state: MemoryState | None = None  # what the next step input reads; None: no reset
 
     @property
     def memory_state(self) -> torch.Tensor:
         """A copy of the current memory ``m_t``: ``(K, d)``, on the memory's device."""
-        if self._memory is None:
+        if self._state is None:
             raise ResetNeeded("SMTMemoryWrapper.memory_state: call reset() first.")
-        return self._memory[0].clone()
+        return self._state.memory[0].clone()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Reset the env and the memory; the observation carries ``m_0`` (after ``o_0``)."""
         obs, info = self.env.reset(seed=seed, options=options)
-        self._t = 0
-        self._memory = None
-        self._advance(obs, action=None, reward=0.0)
+        self._state = self.memory.initial_state(1)
+        self._advance(obs, is_init=True)
         return self._augment(obs), info
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         """Step the env, then the memory on ``(o_{t+1}, a_t, r_t)``."""
-        if self._memory is None:
+        if self._state is None:
             raise ResetNeeded("SMTMemoryWrapper.step() called before reset(); call reset() first.")
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._t += 1
-        self._advance(obs, action=action, reward=float(reward))
+        state, space = self._state, self.memory.action_space
+        state.prev_action = batch_to_tensor(space, np.asarray(action), 1).to(state.memory.device)
+        state.prev_reward = torch.tensor([float(reward)], device=state.memory.device)
+        state.step_count = state.step_count + 1
+        self._advance(obs, is_init=False)
         return self._augment(obs), reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ internals
-    def _advance(self, obs: Any, action: Any, reward: float) -> None:
-        """``m_t = f(m_{t-1}, x_t)``; ``action=None`` marks the episode's first step."""
-        mem, device = self.memory, self.memory.device
-        obs_space, act_space = mem.observation_space, mem.action_space
-        is_init = action is None
-        if is_init:
-            prev_action = mem.zero_step_inputs(1)["prev_action"]
-        else:
-            prev_action = batch_to_tensor(act_space, np.asarray(action), 1).to(device)
-        observation = batch_to_tensor(obs_space, stack_observations([obs], obs_space), 1)
-        inputs = TensorDict(
-            {
-                "observation": observation.to(device),
-                "prev_action": prev_action,
-                "prev_reward": torch.tensor([reward], dtype=torch.float32, device=device),
-                "is_init": torch.tensor([is_init], device=device),
-                "step_count": torch.tensor([self._t], dtype=torch.int64, device=device),
-            },
-            batch_size=[1],
-            device=device,
-        )
-        self._memory = mem.step(inputs, self._memory)
+    def _advance(self, obs: Any, is_init: bool) -> None:
+        """``m_t = f(m_{t-1}, x_t)`` for the observation ``o_t`` read after the current state."""
+        mem, state = self.memory, self._state
+        space = mem.observation_space
+        observation = batch_to_tensor(space, stack_observations([obs], space), 1)
+        is_init_t = torch.tensor([is_init], device=mem.device)
+        inputs = mem.inputs(observation.to(mem.device), state, is_init_t)
+        state.memory = mem.transition(inputs, state.memory)[2]
 
     def _augment(self, obs: Any) -> Any:
         """The wrapped observation: ``obs`` with ``m_t`` as a float32 ``(Z,)`` vector."""
-        z = self._memory.reshape(-1).cpu().numpy().astype(np.float32)
+        z = self._state.memory.reshape(-1).cpu().numpy().astype(np.float32)
         if self.mode == "flat":
             flat = spaces.flatten(self.env.observation_space, obs)
             return np.concatenate([np.asarray(flat, dtype=np.float32), z])

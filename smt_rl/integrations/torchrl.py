@@ -36,7 +36,7 @@ from torchrl.modules import recurrent_mode
 from smt_rl.data.torchrl_io import per_step
 from smt_rl.errors import ConfigError
 from smt_rl.integrations.memory import PretrainedMemory
-from smt_rl.models.step_encoder import STEP_INPUT_KEYS
+from smt_rl.memory import step_inputs
 from smt_rl.spaces import action_indices
 
 NestedKey = str | tuple[str, ...]
@@ -191,9 +191,9 @@ class SMTMemoryModule(TensorDictModuleBase):
 
     # ------------------------------------------------------------------ forward
     def _step_inputs(self, td: TensorDictBase) -> TensorDict:
-        """The memory's step-input TensorDict, batch ``td.batch_size``, on its device."""
-        batch = td.batch_size
-        n = len(batch)
+        """The memory's step inputs, batch ``td.batch_size``, on its device (zeros where
+        ``is_init``)."""
+        n = len(td.batch_size)
         device = self.memory.device
 
         def step_entry(key: NestedKey) -> torch.Tensor:
@@ -203,17 +203,13 @@ class SMTMemoryModule(TensorDictModuleBase):
             observation = td.select(*self.memory.observation_space.spaces).to(device)
         else:
             observation = td.get(self.observation_key).to(device)
-        values = {
-            "observation": observation,
-            "prev_action": action_indices(
-                self.memory.action_space, td.get("prev_action").to(device), n
-            ),
-            "prev_reward": step_entry("prev_reward").float(),
-            "step_count": step_entry("step_count").long(),
-            "is_init": step_entry("is_init").bool(),
-        }
-        assert set(values) == set(STEP_INPUT_KEYS)
-        return TensorDict(values, batch_size=batch, device=device)
+        return step_inputs(
+            observation,
+            action_indices(self.memory.action_space, td.get("prev_action").to(device), n),
+            step_entry("prev_reward"),
+            step_entry("step_count"),
+            step_entry("is_init"),
+        )
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -232,9 +228,9 @@ class SMTMemoryModule(TensorDictModuleBase):
         else:
             steps = tensordict.reshape(-1)  # (N,)
             state = steps.get(self.state_key, None)
-            memory = self.memory.step(
+            memory = self.memory.transition(
                 self._step_inputs(steps), None if state is None else state.to(self.memory.device)
-            )
+            )[2]
         memory = memory.reshape(*shape, k, d).to(tensordict.device or memory.device)
         tensordict.set(self.out_key, memory.flatten(-2))
         tensordict.set(("next", self.state_key), memory)
@@ -251,9 +247,9 @@ class SMTMemoryModule(TensorDictModuleBase):
         """
         nxt = data.get("next")
         rows = nxt.reshape(-1)
-        memory = self.memory.step(
+        memory = self.memory.transition(
             self._step_inputs(rows), rows.get(self.state_key).to(self.memory.device)
-        )
+        )[2]
         data.set(
             ("next", self.out_key),
             memory.reshape(*nxt.batch_size, -1).to(data.device or memory.device),

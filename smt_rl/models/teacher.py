@@ -99,17 +99,32 @@ class TeacherEncoder(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.to_memory = nn.Linear(width, num_tokens * token_dim)
 
-    def attention_mask(self, steps: int, device: torch.device) -> torch.Tensor | None:
-        """None (plain causal) when the context covers the sequence, else a banded bool mask."""
-        if steps <= self.context:
+    def attention_mask(
+        self, steps: int, device: torch.device, segments: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """None (plain causal) when the context covers the sequence and there are no segments,
+        else a bool mask: ``(T, T)`` banded to the context, or ``(B, 1, T, T)`` also limited to
+        steps of the same segment."""
+        if segments is None and steps <= self.context:
             return None
         i = torch.arange(steps, device=device)
         offset = i[:, None] - i[None, :]
-        return (offset >= 0) & (offset < self.context)
+        mask = (offset >= 0) & (offset < self.context)
+        if segments is None:
+            return mask
+        same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
+        return (mask & same).unsqueeze(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+        """Labels ``(B, T, K, d)`` for step inputs ``x (B, T, D)``.
+
+        Args:
+            segments: ``(B, T)`` int ids; when given, a step attends only to steps with the same
+                id (one episode each, so several episodes can share a row). Every step must share
+                its id with itself, which holds for any ids.
+        """
         h = self.inp(x)
-        mask = self.attention_mask(h.shape[1], h.device)
+        mask = self.attention_mask(h.shape[1], h.device, segments)
         for block in self.blocks:
             h = block(h, mask)
         memory = self.to_memory(self.norm(h)).unflatten(-1, (self.num_tokens, self.token_dim))

@@ -1,5 +1,6 @@
-"""SMT and offline-DMT losses. Neither unrolls the memory cell: each applies ``f`` once per step
-position, to (memory, input) pairs that are all known in advance."""
+"""SMT losses (and the BPTT baseline's). SMT never unrolls the memory cell: it applies ``f`` once
+per step position, to (memory, input) pairs that are all known in advance. DMT losses live in
+:mod:`smt_rl.smt.dmt`."""
 
 from __future__ import annotations
 
@@ -110,27 +111,6 @@ def smt_loss(
     return loss, {
         k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in metrics.items()
     }
-
-
-def dmt_offline_loss(
-    model: SMTModel, batch: TensorDictBase
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """DMT on logged data with the teacher frozen: ``||f(sg(m^s_{t-1}), x_t) - m*_t||^2``.
-
-    ``m^s`` is the cell run alone (no grad) from its initial state over the sequence; only the
-    cell learns. Rows whose window does not start at an episode start are left out (the student
-    would lack their history).
-    """
-    mask, is_init = batch["mask"], batch["is_init"]
-    with torch.no_grad():
-        x = model.step_encoder(batch)
-        labels = model.teacher(x)
-        student = model.cell.scan(x, is_init)
-    prev = previous_memory(model, student, is_init)  # the initial state keeps its gradient
-    err = (one_step(model, prev, x) - labels).pow(2).mean((-2, -1))
-    valid = mask & is_init[:, :1]
-    loss = masked_mean(err, valid)
-    return loss, {"dmt/loss": float(loss.detach())}
 
 
 def bptt_loss(

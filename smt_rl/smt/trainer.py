@@ -26,8 +26,9 @@ from smt_rl.errors import DatasetError
 from smt_rl.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
 from smt_rl.run_logger import RunLogger
 from smt_rl.smt.config import PretrainConfig
+from smt_rl.smt.dmt import offline_dmt_loss
 from smt_rl.smt.evaluate import TMAZE_ID, rollout_metrics, tmaze_probes
-from smt_rl.smt.losses import bptt_loss, dmt_offline_loss, smt_loss
+from smt_rl.smt.losses import bptt_loss, smt_loss
 from smt_rl.smt.model import SMTModel
 from smt_rl.spaces import space_to_dict
 
@@ -268,7 +269,7 @@ def pretrain_on_dataset(
                 smt.dmt_updates,
                 list(model.cell.parameters()),
                 smt.dmt_lr,
-                lambda b: dmt_offline_loss(model, b),
+                lambda b: offline_dmt_loss(model, b),
             ),
         ]
         if method == "smt"

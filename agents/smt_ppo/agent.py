@@ -1,0 +1,510 @@
+"""The SMT agent: PPO on the memory module's own state, refined on-policy by DMT. No BPTT.
+
+Acting: ``m_t = f(m_{t-1}, x_t)`` (reset to the learned initial state at episode starts); the
+actor and critic read ``[sg(m_t), sg(x_t)]``. Each rollout stores the memory the agent acted on,
+so PPO trains on shuffled single steps. After each rollout the teacher labels every visited step
+(seeing each environment's episode back to the start of its window, across rollout boundaries),
+and the memory cell learns ``f(sg(m^s_{t-1}), x_t) -> m*_t`` on a replay of recent on-policy steps
+(DAgger). The teacher is frozen, or (``dmt.teacher: continued``) keeps learning its predictive
+loss on the agent's finished episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from tensordict import TensorDict
+from tqdm.auto import tqdm
+
+from agents.config import TrainConfig
+from agents.policy import ActorCritic
+from agents.smt_ppo.loop import (
+    EpisodeStats,
+    LoopState,
+    loop_from_saved,
+    read_resume_state,
+    save_resume_state,
+)
+from agents.smt_ppo.ppo import anneal_lr, gae, ppo_update
+from smt_rl.checkpoint import (
+    CheckpointError,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    spec_fields,
+)
+from smt_rl.checks import check_finite
+from smt_rl.config import config_from_dict, config_to_dict
+from smt_rl.data.episodes import EpisodeAssembler
+from smt_rl.device import resolve_device
+from smt_rl.errors import SpaceError
+from smt_rl.memory import MemoryRunner, MemoryState
+from smt_rl.models.step_encoder import STEP_INPUT_KEYS
+from smt_rl.smt.dmt import OnlineTeacher, OnPolicyDMT, VisitedHistories
+from smt_rl.smt.model import SMTModel
+from smt_rl.spaces import (
+    batch_to_tensor,
+    check_same_space,
+    is_single_observation,
+    space_from_dict,
+    space_to_dict,
+    stack_observations,
+    tensor_to_numpy,
+    unbatch_observations,
+)
+
+AgentState = MemoryState  # what predict() takes and returns between calls
+
+DATASET_KEYS = (*STEP_INPUT_KEYS, "action", "next")  # a rollout's steps in the dataset layout
+
+
+class _Modules(torch.nn.Module):
+    """Everything the agent saves: the SMT model (encoder, teacher, decoder, cell) and the heads."""
+
+    def __init__(self, smt: SMTModel, policy: ActorCritic) -> None:
+        super().__init__()
+        self.smt, self.policy = smt, policy
+
+
+def policy_features(memory: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """What the heads read: ``[m_t (N, K, d) flattened, x_t (N, D)] -> (N, Z + D)``."""
+    return torch.cat([memory.flatten(1), x], -1)
+
+
+class SMTPPO:
+    """PPO x DMT agent on an SMT-pretrained memory module (stable-baselines3-style API).
+
+    Args:
+        model: the SMT model (its step encoder stays frozen, its teacher too unless
+            ``dmt.teacher`` is ``continued``; DMT trains its cell).
+        cfg: the train config (``ppo``, ``dmt``, ``env.num_envs``, ``seed`` are read).
+        env_fn: builds one environment; needed by :meth:`learn`.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        policy: actor/critic heads (new ones when None).
+    """
+
+    kind = "smt_ppo_agent"
+
+    def __init__(
+        self,
+        model: SMTModel,
+        cfg: TrainConfig,
+        env_fn: Callable[[], gym.Env] | None = None,
+        device: str | torch.device = "auto",
+        policy: ActorCritic | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.cfg, self.env_fn = cfg, env_fn
+        self.model = model.to(self.device)
+        for p in list(model.step_encoder.parameters()) + list(model.teacher.parameters()):
+            p.requires_grad_(False)
+        self.observation_space, self.action_space = model.observation_space, model.action_space
+        self.memory = MemoryRunner(
+            model.step_encoder, model.cell, self.observation_space, self.action_space
+        )
+        features = model.cell.memory_size + model.cfg.embed_dim
+        self.policy = (policy or ActorCritic(features, self.action_space, cfg.ppo.hidden)).to(
+            self.device
+        )
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.ppo.lr, eps=1e-5)
+        dmt = cfg.dmt
+        self.dmt = OnPolicyDMT(
+            model,
+            optimizer=dmt.optimizer,
+            lr=dmt.lr,
+            updates_per_rollout=dmt.updates_per_rollout,
+            batch_size=dmt.batch_size,
+            replay_size=dmt.replay_size,
+            anchor_coef=dmt.anchor_coef,
+        )
+        self.histories = VisitedHistories(model.cfg.context - 1)
+        self.online_teacher = (
+            OnlineTeacher(
+                model,
+                cfg.smt,
+                dmt.teacher_lr,
+                dmt.teacher_batch_episodes,
+                dmt.teacher_buffer_episodes,
+            )
+            if dmt.teacher == "continued"
+            else None
+        )
+        self.episodes = EpisodeAssembler(cfg.env.num_envs) if self.online_teacher else None
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.num_timesteps = 0
+        self.logger: Callable[[int, dict[str, float]], None] | None = None
+
+    # ------------------------------------------------------------------ acting
+    def initial_state(self, num_envs: int) -> MemoryState:
+        """The memory state before any step of ``num_envs`` environments."""
+        return self.memory.initial_state(num_envs)
+
+    def _observe(self, observations: Any, state: MemoryState, starts: torch.Tensor) -> TensorDict:
+        """The step inputs ``(N,)`` for a batch of observations as a vector env returns them."""
+        n = starts.shape[0]
+        obs = batch_to_tensor(self.observation_space, observations, n)
+        check_finite(
+            {"observation": obs},
+            lambda i: f"env {i}, episode step {0 if starts[i] else int(state.step_count[i])}",
+        )
+        return self.memory.inputs(obs.to(self.device), state, starts)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        observation: Any,
+        state: MemoryState | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        reward: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, MemoryState]:
+        """Actions for a batch of observations (or one), stable-baselines3 style.
+
+        Args:
+            observation: one observation or a batch (as a vector env returns it).
+            state: the state returned by the previous call (None: start of episodes).
+            episode_start: (N,) bool, True where ``observation`` begins an episode.
+            deterministic: greedy actions.
+            reward: (N,) rewards received for the previous actions (part of the memory's input;
+                zeros when not given).
+
+        Returns:
+            (actions, next state).
+        """
+        single = is_single_observation(observation, self.observation_space)
+        if single:
+            observation = stack_observations([observation], self.observation_space)
+        n = len(unbatch_observations(observation, self.observation_space))
+        if state is None:
+            state, episode_start = self.initial_state(n), np.ones(n, dtype=bool)
+        starts = np.ones(n, dtype=bool) if episode_start is None else episode_start
+        starts = torch.as_tensor(np.asarray(starts, bool)).reshape(n).to(self.device)
+        if reward is not None:
+            state.prev_reward = torch.as_tensor(
+                np.asarray(reward), dtype=torch.float32, device=self.device
+            ).reshape(n)
+        inputs = self._observe(observation, state, starts)
+        x, _, memory = self.memory.transition(inputs, state.memory)
+        dist, _ = self.policy(policy_features(memory, x))
+        actions = dist.mode() if deterministic else dist.sample()
+        new_state = MemoryState(
+            memory,
+            actions.to(state.prev_action.dtype),
+            inputs["prev_reward"],
+            inputs["step_count"] + 1,
+        )
+        out = self._to_env(actions)
+        return (out[0] if single else out), new_state
+
+    def _to_env(self, actions: torch.Tensor) -> np.ndarray:
+        array = tensor_to_numpy(self.action_space, actions)
+        if isinstance(self.action_space, spaces.Box):
+            array = np.clip(array, self.action_space.low, self.action_space.high)
+        return array
+
+    # ------------------------------------------------------------------ learning
+    def learn(
+        self,
+        total_timesteps: int,
+        progress_bar: bool = True,
+        resume_path: str | os.PathLike | None = None,
+        resume_every: int | None = None,
+    ) -> SMTPPO:
+        """Run PPO x DMT until ``num_timesteps`` reaches ``total_timesteps`` (env steps, summed
+        over environments).
+
+        Args:
+            total_timesteps: env steps to reach (``num_timesteps`` counts from the agent's start).
+            progress_bar: show a progress bar.
+            resume_path: a file for the loop's resume state. Written atomically every
+                ``resume_every`` rollouts; when it exists at the start, the loop continues from it
+                exactly (see :mod:`agents.smt_ppo.loop`).
+            resume_every: rollouts between resume states (default ``ppo.resume_every``; 0: none).
+        """
+        if self.env_fn is None:
+            raise ValueError("SMTPPO.learn needs an environment: pass env_fn when building it.")
+        cfg = self.cfg
+        every = cfg.ppo.resume_every if resume_every is None else resume_every
+        envs = self._make_envs()
+        bar = tqdm(total=total_timesteps, disable=not progress_bar, desc="train", unit="step")
+        try:
+            loop = self._start_loop(envs, total_timesteps, resume_path)
+            bar.update(self.num_timesteps)
+            first_step, started = self.num_timesteps, time.perf_counter()
+            while self.num_timesteps < total_timesteps:
+                if cfg.ppo.anneal_lr:
+                    anneal_lr(self.policy_opt, cfg.ppo.lr, self.num_timesteps / total_timesteps)
+                rollout, last_value = self._collect_rollout(envs, loop, bar)
+                metrics = self._ppo_update(rollout, last_value)
+                history = self.histories.extend(rollout.select(*STEP_INPUT_KEYS))
+                if cfg.dmt.enabled:
+                    metrics.update(self.dmt.update(rollout, history, self.generator))
+                if self.online_teacher is not None:
+                    metrics.update(self._teacher_update(rollout))
+                metrics.update(loop.stats.metrics())
+                metrics["ppo/lr"] = self.policy_opt.param_groups[0]["lr"]
+                elapsed = time.perf_counter() - started
+                metrics["time/steps_per_s"] = (self.num_timesteps - first_step) / elapsed
+                if self.logger is not None:
+                    self.logger(self.num_timesteps, metrics)
+                bar.set_postfix(ret=f"{metrics['rollout/return_mean']:.3f}", refresh=False)
+                loop.rollouts += 1
+                due = every > 0 and loop.rollouts % every == 0
+                if resume_path is not None and due and self.num_timesteps < total_timesteps:
+                    save_resume_state(resume_path, self._learner_state(total_timesteps), loop)
+        finally:
+            bar.close()
+            envs.close()
+        return self
+
+    def _make_envs(self) -> gym.vector.VectorEnv:
+        """``env.num_envs`` environments, reset in the same step when an episode ends."""
+        envs = gym.vector.SyncVectorEnv(
+            [self.env_fn] * self.cfg.env.num_envs,
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+        fix = "build the agent on a model pretrained on this task, or wrap the env to match."
+        try:
+            check_same_space(
+                self.observation_space, envs.single_observation_space, "observation_space", fix
+            )
+            check_same_space(self.action_space, envs.single_action_space, "action_space", fix)
+        except SpaceError:
+            envs.close()
+            raise
+        return envs
+
+    def _start_loop(
+        self, envs: gym.vector.VectorEnv, total_timesteps: int, resume_path: Any
+    ) -> LoopState:
+        """A fresh loop on freshly seeded environments, or the one a resume state left."""
+        observations, _ = envs.reset(seed=self.cfg.seed)
+        n = envs.num_envs
+        saved = None if resume_path is None else read_resume_state(resume_path, total_timesteps)
+        if saved is None:
+            return LoopState(
+                observations=observations,
+                memory=self.initial_state(n),
+                starts=torch.ones(n, dtype=torch.bool, device=self.device),
+                stats=EpisodeStats(np.zeros(n)),
+            )
+        self._load_learner_state(saved)
+        for actions in saved["actions"]:  # the environments go through the same steps again
+            observations = envs.step(actions.numpy())[0]
+        return loop_from_saved(saved, observations, self.device)
+
+    @torch.no_grad()
+    def _collect_rollout(
+        self, envs: gym.vector.VectorEnv, loop: LoopState, bar: tqdm
+    ) -> tuple[TensorDict, torch.Tensor]:
+        """``ppo.n_steps`` steps of every environment: the rollout ``(T, N)`` in the dataset
+        layout plus what the agent computed (``x``, ``prev``, ``memory``, ``logp``, ``value``,
+        ``bootstrap``), and V of the observation after its last step ``(N,)``."""
+        steps = []
+        for _ in range(self.cfg.ppo.n_steps):
+            inputs = self._observe(loop.observations, loop.memory, loop.starts)
+            x, prev, memory = self.memory.transition(inputs, loop.memory.memory)
+            dist, value = self.policy(policy_features(memory, x))
+            action = dist.sample()
+            logp = dist.log_prob(action)
+            env_actions = self._to_env(action.cpu())
+            loop.actions.append(np.asarray(env_actions))
+            observations, reward, terminated, truncated, info = envs.step(env_actions)
+            done = terminated | truncated
+            finals = _final_observations(info, done)
+            loop.stats.record(reward, done, _final_successes(info, done))
+            reward_t = torch.as_tensor(reward, dtype=torch.float32)
+            check_finite(
+                {"reward": reward_t},
+                lambda i, t=inputs["step_count"]: f"env {i}, episode step {int(t[i])}",
+            )
+            action = action.to(loop.memory.prev_action.dtype)
+            inputs.update(
+                {
+                    "x": x,
+                    "prev": prev,
+                    "memory": memory,
+                    "action": action,
+                    "logp": logp,
+                    "value": value,
+                    "bootstrap": self._truncation_bootstrap(
+                        finals, truncated, memory, action, reward_t, inputs["step_count"]
+                    ),
+                    "next": {
+                        "observation": self._next_observations(observations, finals),
+                        "reward": reward_t.to(self.device),
+                        "terminated": torch.as_tensor(terminated, device=self.device),
+                        "truncated": torch.as_tensor(truncated, device=self.device),
+                        "done": torch.as_tensor(done, device=self.device),
+                    },
+                }
+            )
+            steps.append(inputs)
+            loop.observations = observations
+            loop.memory = MemoryState(
+                memory, action, reward_t.to(self.device), inputs["step_count"] + 1
+            )
+            loop.starts = torch.as_tensor(done, device=self.device)
+            self.num_timesteps += envs.num_envs
+            bar.update(envs.num_envs)
+        inputs = self._observe(loop.observations, loop.memory, loop.starts)
+        x, _, memory = self.memory.transition(inputs, loop.memory.memory)
+        return torch.stack(steps), self.policy.value(policy_features(memory, x))
+
+    def _next_observations(self, observations: Any, finals: dict[int, Any]) -> Any:
+        """``o_{t+1}`` of every environment as a tensor ``(N, ...)``: the final observation of an
+        episode that ended, else the observation the environment returned."""
+        n = self.cfg.env.num_envs
+        batch = batch_to_tensor(self.observation_space, observations, n).clone()
+        if finals:
+            index = torch.tensor(list(finals))
+            stacked = stack_observations(list(finals.values()), self.observation_space)
+            batch[index] = batch_to_tensor(self.observation_space, stacked, len(finals))
+        return batch.to(self.device)
+
+    def _truncation_bootstrap(
+        self,
+        finals: dict[int, Any],
+        truncated: np.ndarray,
+        memory: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        step_count: torch.Tensor,
+    ) -> torch.Tensor:
+        """``gamma * V(o_final)`` ``(N,)`` where an episode was cut by a time limit (its value
+        did not end), else 0; V reads the memory after the final observation."""
+        bootstrap = torch.zeros(truncated.shape[0], device=self.device)
+        index = [i for i in np.flatnonzero(truncated).tolist() if i in finals]
+        if not index:
+            return bootstrap
+        rows = torch.tensor(index, device=self.device)
+        observations = stack_observations([finals[i] for i in index], self.observation_space)
+        state = MemoryState(
+            memory[rows], action[rows], reward.to(self.device)[rows], step_count[rows] + 1
+        )
+        starts = torch.zeros(len(index), dtype=torch.bool, device=self.device)
+        x, _, after = self.memory.transition(
+            self._observe(observations, state, starts), state.memory
+        )
+        bootstrap[rows] = self.cfg.ppo.gamma * self.policy.value(policy_features(after, x))
+        return bootstrap
+
+    def _ppo_update(self, rollout: TensorDict, last_value: torch.Tensor) -> dict[str, float]:
+        """GAE over the rollout, then clipped PPO on its shuffled single steps (heads only)."""
+        ppo = self.cfg.ppo
+        rewards = rollout["next", "reward"] + rollout["bootstrap"]
+        advantages, returns = gae(
+            rewards,
+            rollout["value"],
+            rollout["next", "done"],
+            last_value,
+            ppo.gamma,
+            ppo.gae_lambda,
+        )
+        flat = rollout.flatten(0, 1)
+        steps = {
+            "features": policy_features(flat["memory"], flat["x"]),
+            "action": flat["action"],
+            "logp": flat["logp"],
+            "advantage": advantages.flatten(),
+            "return": returns.flatten(),
+        }
+        return ppo_update(self.policy, self.policy_opt, steps, ppo, self.generator)
+
+    def _teacher_update(self, rollout: TensorDict) -> dict[str, float]:
+        """Hand the episodes that ended to the continued teacher, then update it."""
+        for episode in self.episodes.add(rollout.select(*DATASET_KEYS).cpu()):
+            self.online_teacher.buffer.add(episode)
+        updates = self.cfg.dmt.teacher_updates_per_rollout
+        return self.online_teacher.update(updates, self.generator, self.device)
+
+    # ------------------------------------------------------------------ resuming
+    def _learner_state(self, total_timesteps: int) -> dict[str, Any]:
+        """The agent's side of a resume state: weights, optimisers, replays, RNG, counters."""
+        return {
+            "total_timesteps": total_timesteps,
+            "num_timesteps": self.num_timesteps,
+            "modules": _Modules(self.model, self.policy).state_dict(),
+            "policy_opt": self.policy_opt.state_dict(),
+            "dmt": self.dmt.state_dict(),
+            "histories": self.histories.state_dict(),
+            "teacher": None if self.online_teacher is None else self.online_teacher.state_dict(),
+            "episodes": None if self.episodes is None else self.episodes.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _load_learner_state(self, saved: dict[str, Any]) -> None:
+        """Load :meth:`_learner_state`'s output back."""
+        _Modules(self.model, self.policy).load_state_dict(saved["modules"])
+        self.policy_opt.load_state_dict(saved["policy_opt"])
+        self.dmt.load_state_dict(saved["dmt"], self.device)
+        self.histories.load_state_dict(saved["histories"], self.device)
+        if self.online_teacher is not None and saved["teacher"] is not None:
+            self.online_teacher.load_state_dict(saved["teacher"])
+            self.episodes.load_state_dict(saved["episodes"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.num_timesteps = int(saved["num_timesteps"])
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the agent (SMT model + heads as safetensors, config and spaces as JSON)."""
+        spec = {
+            "kind": self.kind,
+            # the model's own sizes: cfg.model may differ when the agent was built on a model
+            "config": config_to_dict(dataclasses.replace(self.cfg, model=self.model.cfg)),
+            "observation_space": space_to_dict(self.observation_space),
+            "action_space": space_to_dict(self.action_space),
+            "num_timesteps": self.num_timesteps,
+        }
+        return save_checkpoint(path, _Modules(self.model, self.policy), spec)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        env_fn: Callable[[], gym.Env] | None = None,
+        device: str = "auto",
+    ) -> SMTPPO:
+        """Rebuild a saved agent; never executes code from the files."""
+        spec, tensors = read_checkpoint(path)
+        if spec.get("kind") != cls.kind:
+            raise CheckpointError(f"{path} holds a {spec.get('kind')!r} checkpoint, not an agent.")
+        with spec_fields(path):
+            cfg = config_from_dict(TrainConfig, spec["config"])
+            obs_space = space_from_dict(spec["observation_space"])
+            act_space = space_from_dict(spec["action_space"])
+        model = SMTModel(cfg.model, obs_space, act_space)
+        features = model.cell.memory_size + cfg.model.embed_dim
+        modules = _Modules(model, ActorCritic(features, act_space, cfg.ppo.hidden))
+        load_weights(modules, tensors, str(path))
+        agent = cls(model, cfg, env_fn, device, policy=modules.policy)
+        agent.num_timesteps = int(spec.get("num_timesteps", 0))
+        return agent
+
+
+def _final_observations(info: dict[str, Any], done: np.ndarray) -> dict[int, Any]:
+    """``{env: final observation}`` of the episodes that ended in a step (same-step autoreset)."""
+    if not done.any():
+        return {}
+    return {int(i): info["final_obs"][i] for i in np.flatnonzero(done)}
+
+
+def _final_successes(info: dict[str, Any], done: np.ndarray) -> list[bool | None]:
+    """Per environment, ``info["success"]`` at the end of the episode that ended (else None)."""
+    final = info.get("final_info", {})
+    flags, reported = final.get("success"), final.get("_success")
+    return [
+        bool(flags[i]) if done[i] and reported is not None and reported[i] else None
+        for i in range(done.shape[0])
+    ]

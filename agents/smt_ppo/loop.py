@@ -1,0 +1,111 @@
+"""What the PPO x DMT loop carries between rollouts, and its resume state on disk.
+
+The loop's state is everything a rollout continues from: the environments' last observations,
+each environment's memory state and episode-start flag, the running episode statistics, and the
+actions taken so far (a resumed run rebuilds its environments by resetting them with the run's
+seed and replaying those actions, so they must be deterministic given their seed, as gymnasium's
+are). The resume file adds the agent's learning state (weights, optimisers, DMT replay, RNG).
+Everything is tensors, numbers and lists: it is read back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from smt_rl.checkpoint import CheckpointError
+from smt_rl.io import atomic_torch_save, safe_torch_load
+from smt_rl.memory import MemoryState
+
+STATS_WINDOW = 100  # finished episodes averaged in rollout/return_mean and rollout/success_rate
+
+
+@dataclass
+class EpisodeStats:
+    """Returns and successes of the episodes the agent finished, for the rollout metrics."""
+
+    running: np.ndarray  # (N,) return of each environment's current episode so far
+    returns: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+    successes: deque = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
+
+    def record(self, rewards: np.ndarray, done: np.ndarray, success: list[bool | None]) -> None:
+        """Add a step's rewards ``(N,)``; close the episodes where ``done`` ``(N,)``."""
+        self.running += rewards
+        for i in np.flatnonzero(done):
+            self.returns.append(float(self.running[i]))
+            if success[i] is not None:
+                self.successes.append(float(success[i]))
+            self.running[i] = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        out = {"rollout/return_mean": float(np.mean(self.returns)) if self.returns else np.nan}
+        if self.successes:
+            out["rollout/success_rate"] = float(np.mean(self.successes))
+        return out
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands between two steps of N environments."""
+
+    observations: Any  # the last batch of observations, as the vector env returned it
+    memory: MemoryState  # what each environment's memory carries into its next step
+    starts: torch.Tensor  # (N,) bool: the next observation starts an episode
+    stats: EpisodeStats
+    actions: list[np.ndarray] = field(default_factory=list)  # every step's env actions so far
+    rollouts: int = 0  # rollouts completed by this call of learn()
+
+
+def save_resume_state(path: str | os.PathLike, learner: dict[str, Any], loop: LoopState) -> None:
+    """Write the agent's learning state ``learner`` and the loop's state atomically."""
+    atomic_torch_save(
+        path,
+        {
+            **learner,
+            "actions": torch.as_tensor(np.stack(loop.actions)),
+            "memory_state": loop.memory.to_dict(),
+            "starts": loop.starts.cpu(),
+            "running": torch.as_tensor(loop.stats.running),
+            "returns": list(loop.stats.returns),
+            "successes": list(loop.stats.successes),
+        },
+    )
+
+
+def read_resume_state(path: str | os.PathLike, total_timesteps: int) -> dict[str, Any] | None:
+    """The resume state at ``path`` (None when there is none).
+
+    Raises:
+        CheckpointError: the file is corrupt, or was written for another ``total_timesteps``.
+    """
+    if not Path(path).is_file():
+        return None
+    saved = safe_torch_load(path, CheckpointError, "delete it to start the RL phase over.")
+    if saved.get("total_timesteps") != total_timesteps:
+        raise CheckpointError(
+            f"the RL resume state {path} was written for total_timesteps="
+            f"{saved.get('total_timesteps')}, this run asks for {total_timesteps}; resume with "
+            "the same config or delete it."
+        )
+    return saved
+
+
+def loop_from_saved(saved: dict[str, Any], observations: Any, device: torch.device) -> LoopState:
+    """The loop's state from a resume state, once the environments have replayed its actions
+    and returned ``observations``."""
+    stats = EpisodeStats(saved["running"].numpy().copy())
+    stats.returns.extend(saved["returns"])
+    stats.successes.extend(saved["successes"])
+    return LoopState(
+        observations=observations,
+        memory=MemoryState.from_dict(saved["memory_state"], device),
+        starts=saved["starts"].to(device),
+        stats=stats,
+        actions=[a.numpy() for a in saved["actions"]],
+    )

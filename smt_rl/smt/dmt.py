@@ -1,0 +1,418 @@
+"""DAgger Memory Training (DMT), offline and on-policy, in one place.
+
+The memory cell ``f`` learns to stay on the teacher's trajectory from the states it reaches on its
+own: ``|| f(sg(m^s_{t-1}), x_t) - m*_t ||^2``, where ``m^s_{t-1}`` is the student's own (detached)
+memory and ``m*_t`` the teacher's label of the same history. Nothing is unrolled with gradients.
+
+- :func:`dmt_loss`: that loss, with an optional *anchor* term from the teacher's own previous
+  label (SMT's dynamics loss), which keeps ``f`` on the teacher's manifold.
+- :func:`offline_dmt_loss`: DMT on logged episodes (the student scanned over them, teacher frozen).
+- On-policy DMT during RL: :class:`VisitedHistories` keeps, per environment, the steps of its
+  current episode that the teacher's window can see, so that :func:`teacher_labels` labels every
+  step of a rollout in one pass; :class:`DMTReplay` aggregates the labelled states of recent
+  rollouts (DAgger); :class:`OnPolicyDMT` puts them together.
+- :class:`OnlineTeacher`: the teacher and decoder keep learning their predictive loss on the
+  agent's finished episodes, so that the labels track the state distribution the agent visits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from smt_rl.models.cells import MemoryCell
+from smt_rl.smt.config import SMTConfig
+from smt_rl.smt.losses import masked_mean, predictive_loss, previous_memory, uniformity
+from smt_rl.smt.model import SMTModel
+
+
+def dmt_loss(
+    cell: MemoryCell,
+    prev: torch.Tensor,
+    x: torch.Tensor,
+    label: torch.Tensor,
+    *,
+    valid: torch.Tensor | None = None,
+    teacher_prev: torch.Tensor | None = None,
+    anchor_coef: float = 0.0,
+) -> torch.Tensor:
+    """``|| f(prev, x) - label ||^2`` (+ ``anchor_coef * || f(teacher_prev, x) - label ||^2``).
+
+    One application of ``f`` per position, never a chain.
+
+    Args:
+        cell: the memory cell ``f``.
+        prev: ``(*B, K, d)`` the student's own ``m_{t-1}`` (detached by the caller).
+        x: ``(*B, D)`` step inputs.
+        label: ``(*B, K, d)`` the teacher's ``m*_t``.
+        valid: ``(*B,)`` bool; when given the loss is the mean over valid positions of the
+            per-position mean squared error, else the mean over every element.
+        teacher_prev: ``(*B, K, d)`` the teacher's ``m*_{t-1}``, for the anchor term.
+        anchor_coef: weight of the anchor term (0: none).
+    """
+
+    def error(start: torch.Tensor) -> torch.Tensor:
+        lead = start.shape[:-2]
+        pred = cell.step(start.reshape(-1, *start.shape[-2:]), x.reshape(-1, x.shape[-1]))
+        sq = (pred.view(*lead, *pred.shape[1:]) - label).pow(2)
+        return sq.mean() if valid is None else masked_mean(sq.mean((-2, -1)), valid)
+
+    loss = error(prev)
+    if anchor_coef > 0 and teacher_prev is not None:
+        loss = loss + anchor_coef * error(teacher_prev)
+    return loss
+
+
+def offline_dmt_loss(
+    model: SMTModel, batch: TensorDictBase
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DMT on logged windows ``(B, T)`` with the teacher frozen; returns (loss, metrics).
+
+    The student is the cell scanned alone (no grad) from its initial state over each window;
+    only the cell learns. Rows whose window does not start at an episode start are left out (the
+    student would lack their history).
+    """
+    mask, is_init = batch["mask"], batch["is_init"]
+    with torch.no_grad():
+        x = model.step_encoder(batch)
+        labels = model.teacher(x)
+        student = model.cell.scan(x, is_init)
+    prev = previous_memory(model, student, is_init)  # the initial state keeps its gradient
+    loss = dmt_loss(model.cell, prev, x, labels, valid=mask & is_init[:, :1])
+    return loss, {"dmt/loss": float(loss.detach())}
+
+
+# --------------------------------------------------------------------------------------------
+# On-policy DMT
+
+
+def episode_segments(is_init: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Segment ids ``(N, S)`` of rows that may hold several episodes: a new id at every episode
+    start, at every invalid (padding) step, and at the first valid step after padding."""
+    after_padding = valid & ~torch.cat([valid.new_zeros(valid.shape[0], 1), valid[:, :-1]], 1)
+    return torch.cumsum((is_init.bool() | ~valid | after_padding).long(), 1)
+
+
+class VisitedHistories:
+    """Per environment, the step inputs of its current episode so far, cut to the last ``keep``
+    steps: all that the teacher's window needs to label the next rollout's steps exactly as it
+    would label them on the whole episode.
+
+    Args:
+        keep: steps kept per environment (the teacher's context minus one, at least one so that
+            the label before a rollout's first step is known).
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = max(1, keep)
+        self.tail: TensorDict | None = None  # (N, P) step inputs, padding first
+        self.valid: torch.Tensor | None = None  # (N, P) bool, False on padding
+
+    def extend(self, steps: TensorDictBase) -> tuple[TensorDict, torch.Tensor, int]:
+        """Append a rollout's step inputs ``(T, N)``.
+
+        Returns:
+            ``(sequence (N, P + T), segments (N, P + T), P)``: each environment's kept steps
+            followed by the rollout's, their segment ids (:func:`episode_segments`) and the
+            column where the rollout's steps begin.
+        """
+        steps = steps.permute(1, 0).contiguous()  # (N, T)
+        n, t = steps.shape
+        if self.tail is None:
+            sequence, valid, offset = steps, torch.ones(n, t, dtype=torch.bool), 0
+        else:
+            sequence = torch.cat([self.tail, steps], 1)
+            valid = torch.cat([self.valid, torch.ones(n, t, dtype=torch.bool)], 1)
+            offset = self.tail.shape[1]
+        valid = valid.to(steps.device)
+        segments = episode_segments(sequence["is_init"], valid)
+        self._keep_current(sequence, segments, valid)
+        return sequence, segments, offset
+
+    def _keep_current(
+        self, sequence: TensorDict, segments: torch.Tensor, valid: torch.Tensor
+    ) -> None:
+        """Keep the last ``keep`` steps of each environment's current (last) episode."""
+        current = (segments == segments[:, -1:]) & valid  # contiguous at the end of each row
+        kept = current.sum(1).clamp_max(self.keep)  # (N,)
+        width = int(kept.max())
+        columns = torch.arange(width, device=valid.device)
+        self.tail = sequence[:, sequence.shape[1] - width :].clone()
+        self.valid = columns[None, :] >= (width - kept)[:, None]
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.tail is None:
+            return {"tail": None, "batch_size": None, "valid": None}
+        return {
+            "tail": self.tail.cpu().to_dict(),
+            "batch_size": list(self.tail.batch_size),
+            "valid": self.valid.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        if state["tail"] is None:
+            self.tail = self.valid = None
+            return
+        self.tail = TensorDict(state["tail"], batch_size=state["batch_size"]).to(device)
+        self.valid = state["valid"].to(device)
+
+
+@torch.no_grad()
+def teacher_labels(
+    model: SMTModel, sequence: TensorDictBase, segments: torch.Tensor, offset: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's ``(m*_t, m*_{t-1})`` for the steps of rows ``(N, S)`` from column ``offset``.
+
+    Each step attends only to its own episode (``segments``); ``m*_{-1}`` at an episode start is
+    the cell's initial state.
+
+    Returns:
+        Two ``(S - offset, N, K, d)`` tensors, time first (the rollout's layout).
+    """
+    labels = model.teacher(model.step_encoder(sequence), segments)  # (N, S, K, d)
+    previous = previous_memory(model, labels, sequence["is_init"].bool())
+    return (
+        labels[:, offset:].transpose(0, 1).contiguous(),
+        previous[:, offset:].transpose(0, 1).contiguous(),
+    )
+
+
+class DMTReplay:
+    """Ring buffer of the last ``capacity`` labelled on-policy steps (DAgger aggregation).
+
+    Rows: ``prev`` (the student's ``m^s_{t-1}``, ``(K, d)``), ``x`` (``(D,)``), ``label``
+    (``m*_t``) and ``teacher_prev`` (``m*_{t-1}``). Sampling draws from the caller's generator,
+    so a run repeats exactly and its state can be saved without pickle.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data: TensorDict | None = None  # (capacity,) once the first rows arrive
+        self.next = 0  # row the next added step goes to
+        self.count = 0  # rows filled so far
+
+    def add(self, rows: TensorDictBase) -> None:
+        """Append ``rows`` ``(M,)``, overwriting the oldest when full."""
+        if self.data is None:
+            self.data = rows[:1].expand(self.capacity).clone().zero_()
+        index = (self.next + torch.arange(rows.shape[0])) % self.capacity
+        self.data[index.to(self.data.device)] = rows
+        self.next = int((self.next + rows.shape[0]) % self.capacity)
+        self.count = min(self.capacity, self.count + rows.shape[0])
+
+    def sample(self, n: int, generator: torch.Generator) -> TensorDict:
+        """``n`` rows drawn uniformly with replacement."""
+        index = torch.randint(self.count, (n,), generator=generator)
+        return self.data[index.to(self.data.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        data = None if self.data is None else self.data.cpu().to_dict()
+        return {"data": data, "next": self.next, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        data = state["data"]
+        self.data = None if data is None else TensorDict(data, [self.capacity]).to(device)
+        self.next, self.count = int(state["next"]), int(state["count"])
+
+
+class OnPolicyDMT:
+    """After each rollout: the teacher labels every visited step, the labelled steps join the
+    replay, and the cell takes ``updates_per_rollout`` steps of :func:`dmt_loss` on replay samples.
+
+    Args:
+        model: the SMT model; only its cell is trained here.
+        optimizer: ``"sgd"`` (momentum 0.9) or ``"adamw"``.
+        lr: learning rate.
+        updates_per_rollout: cell updates after each rollout.
+        batch_size: replay rows per update.
+        replay_size: labelled steps kept.
+        anchor_coef: weight of the anchor term of :func:`dmt_loss`.
+    """
+
+    def __init__(
+        self,
+        model: SMTModel,
+        *,
+        optimizer: str,
+        lr: float,
+        updates_per_rollout: int,
+        batch_size: int,
+        replay_size: int,
+        anchor_coef: float,
+    ) -> None:
+        self.model = model
+        self.updates_per_rollout, self.batch_size = updates_per_rollout, batch_size
+        self.anchor_coef = anchor_coef
+        params = list(model.cell.parameters())
+        self.optimizer = (
+            torch.optim.SGD(params, lr=lr, momentum=0.9)
+            if optimizer == "sgd"
+            else torch.optim.AdamW(params, lr=lr)
+        )
+        self.replay = DMTReplay(replay_size)
+
+    def update(
+        self,
+        rollout: TensorDictBase,
+        history: tuple[TensorDict, torch.Tensor, int],
+        generator: torch.Generator,
+    ) -> dict[str, float]:
+        """Label ``rollout`` ``(T, N)`` (keys ``prev``, ``x``, ``memory``) from ``history`` (what
+        :meth:`VisitedHistories.extend` returned for it), add it to the replay, train the cell.
+
+        Returns ``dmt/loss`` (mean over the updates) and ``dmt/memory_mse`` (the drift of the
+        memory the agent acted on from the teacher's labels, before the updates).
+        """
+        labels, teacher_prev = teacher_labels(self.model, *history)
+        drift = float((rollout["memory"] - labels).pow(2).mean())
+        rows = TensorDict(
+            {
+                "prev": rollout["prev"],
+                "x": rollout["x"],
+                "label": labels,
+                "teacher_prev": teacher_prev,
+            },
+            batch_size=rollout.batch_size,
+        )
+        self.replay.add(rows.flatten(0, 1))
+        cell = self.model.cell
+        losses = []
+        for _ in range(self.updates_per_rollout):
+            sample = self.replay.sample(self.batch_size, generator)
+            loss = dmt_loss(
+                cell,
+                sample["prev"],
+                sample["x"],
+                sample["label"],
+                teacher_prev=sample["teacher_prev"],
+                anchor_coef=self.anchor_coef,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(cell.parameters(), 1.0)
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+        mean_loss = sum(losses) / len(losses) if losses else float("nan")
+        return {"dmt/loss": mean_loss, "dmt/memory_mse": drift}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"], device)
+
+
+# --------------------------------------------------------------------------------------------
+# The online teacher
+
+
+def stack_padded(episodes: list[TensorDict]) -> TensorDict:
+    """Episodes ``(L_i,)`` stacked to ``(E, max L_i)``, each shorter one padded by repeating its
+    last step (causal attention never lets a real step see the padding)."""
+    longest = max(e.shape[0] for e in episodes)
+    return torch.stack(
+        [
+            torch.cat([e, e[-1:].expand(longest - e.shape[0]).clone()], 0)
+            if e.shape[0] < longest
+            else e
+            for e in episodes
+        ]
+    )
+
+
+class EpisodeBuffer:
+    """The last ``capacity`` finished episodes ``(L,)``; samples padded batches ``(B, T)``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.episodes: list[TensorDict] = []
+        self.next = 0  # slot the next episode overwrites once full
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def add(self, episode: TensorDict) -> None:
+        if len(self.episodes) < self.capacity:
+            self.episodes.append(episode)
+        else:
+            self.episodes[self.next] = episode
+        self.next = (self.next + 1) % self.capacity
+
+    def sample(self, batch_size: int, max_length: int, generator: torch.Generator) -> TensorDict:
+        """``batch_size`` episodes (with replacement), each cut to its first ``max_length`` steps,
+        padded to the longest with ``mask`` False."""
+        picks = torch.randint(len(self.episodes), (batch_size,), generator=generator).tolist()
+        chosen = [self.episodes[i][:max_length] for i in picks]
+        batch = stack_padded(chosen)
+        lengths = torch.tensor([e.shape[0] for e in chosen])
+        batch["mask"] = torch.arange(batch.shape[1]) < lengths[:, None]
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "episodes": [(e.to_dict(), list(e.batch_size)) for e in self.episodes],
+            "next": self.next,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episodes = [TensorDict(data, size) for data, size in state["episodes"]]
+        self.next = int(state["next"])
+
+
+class OnlineTeacher:
+    """Predictive-loss updates of the teacher encoder and decoder on the agent's own episodes.
+
+    The step encoder stays frozen (the DMT replay stores its outputs). With ``smt.updates=0``
+    this is how the teacher learns at all: the "memory trained by DMT alone" ablation.
+
+    Args:
+        model: the SMT model (its teacher and decoder get ``requires_grad`` back).
+        smt: the pretraining optimisation config (loss weights, ``seq_len``).
+        lr: AdamW learning rate.
+        batch_episodes: episodes per update.
+        capacity: finished episodes kept.
+    """
+
+    def __init__(
+        self, model: SMTModel, smt: SMTConfig, lr: float, batch_episodes: int, capacity: int
+    ) -> None:
+        self.model, self.smt, self.batch_episodes = model, smt, batch_episodes
+        self.params = list(model.teacher.parameters()) + list(model.decoder.parameters())
+        for p in self.params:
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=smt.weight_decay)
+        self.buffer = EpisodeBuffer(capacity)
+
+    def update(
+        self, updates: int, generator: torch.Generator, device: torch.device
+    ) -> dict[str, float]:
+        """``updates`` steps on batches from the buffer; mean loss terms (empty before the first
+        episode has finished)."""
+        if len(self.buffer) == 0 or updates <= 0:
+            return {}
+        totals: dict[str, float] = {}
+        for _ in range(updates):
+            batch = self.buffer.sample(self.batch_episodes, self.smt.seq_len, generator).to(device)
+            with torch.no_grad():
+                x = self.model.step_encoder(batch)
+            memory = self.model.teacher(x)
+            pred, terms = predictive_loss(self.model, memory, batch, self.smt, generator, x)
+            loss = self.smt.c_pred * pred + self.smt.c_unif * uniformity(memory, batch["mask"])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.smt.grad_clip)
+            self.optimizer.step()
+            for key, value in {"teacher/pred_loss": pred, **terms}.items():
+                name = key if key.startswith("teacher/") else f"teacher/pred_{key}"
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) / updates
+        return totals
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
