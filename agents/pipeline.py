@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import TrainConfig
+from agents.probes import probe_for
 from envs import make_env
 from smt_rl import distributed
 from smt_rl.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -176,7 +177,8 @@ def pretrain(
                 _dataset_for(cfg, run_dir, progress)
         ctx.barrier()
         dataset = given if given is not None else _dataset_for(cfg, run_dir, progress=False)
-        return pretrain_on_dataset(cfg, dataset, run_dir, method=method, progress=progress, ctx=ctx)
+        probe = probe_for(dataset.env_id)
+        return pretrain_on_dataset(cfg, dataset, run_dir, method, progress, ctx, probe)
     finally:
         distributed.teardown(ctx)
 
@@ -359,7 +361,10 @@ def _pretrained_smt_agent(
         )
     pre = finished_pretraining(cfg, run_dir / "pretrain")
     if pre is None:
-        pre = pretrain_on_dataset(cfg, dataset, run_dir / "pretrain", progress=progress)
+        probe = probe_for(dataset.env_id)
+        pre = pretrain_on_dataset(
+            cfg, dataset, run_dir / "pretrain", progress=progress, probe=probe
+        )
     model = load_smt_model(run_dir / "pretrain" / "checkpoint")
     figures = {f"pretrain/{k}": v for k, v in pre.items() if k.startswith(("probe/", "rollout/"))}
     return (

@@ -14,11 +14,11 @@ import torch
 from agents.cli import main
 from agents.config import TrainConfig
 from agents.pipeline import collect, pretrain
+from agents.probes import TMazeProbe
 from smt_rl.checkpoint import CheckpointError
 from smt_rl.config import load_config
 from smt_rl.data import TrajectoryDataset
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.smt.evaluate import tmaze_probes
 from smt_rl.smt.losses import bptt_loss, smt_loss
 from smt_rl.smt.model import SMTModel, load_smt_model
 
@@ -72,7 +72,7 @@ def test_memory_module_alone_recalls_the_cue_after_smt(tmp_path, tmaze50):
     untrained = SMTModel(cfg.model, ds.observation_space, ds.action_space)
     ids = torch.arange(128)
     batch = ds.windows(ids, torch.zeros_like(ids), 52)
-    assert tmaze_probes(untrained, batch)["probe/junction_reward_sign"] < 0.8
+    assert TMazeProbe()(untrained, batch)["probe/junction_reward_sign"] < 0.8
     # the run folder holds what later tools read
     run = tmp_path / "run"
     for name in (
@@ -90,7 +90,7 @@ def test_memory_module_alone_recalls_the_cue_after_smt(tmp_path, tmaze50):
     assert any("rollout/memory_mse" in x for x in lines)
     # the checkpoint reloads into an identical model (no pickle: safetensors + JSON)
     reloaded = load_smt_model(run / "checkpoint")
-    assert tmaze_probes(reloaded, batch)["probe/junction_reward_sign"] >= 0.95
+    assert TMazeProbe()(reloaded, batch)["probe/junction_reward_sign"] >= 0.95
 
 
 def _graph_depth(tensor: torch.Tensor) -> int:

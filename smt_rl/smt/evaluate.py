@@ -1,4 +1,4 @@
-"""How good is the memory the student carries on its own? Rollout drift and probes.
+"""How good is the memory the student carries on its own? Rollout drift and a linear probe.
 
 Everything here runs the memory cell alone from its learned initial state over held-out episodes,
 with no teacher help at any step, and compares it with the teacher's labels.
@@ -12,8 +12,6 @@ from tensordict import TensorDictBase
 from smt_rl.smt.losses import masked_mean
 from smt_rl.smt.model import SMTModel
 from smt_rl.smt.targets import predictive_targets
-
-TMAZE_ID = "smt_rl/PassiveTMaze-v0"
 
 
 @torch.no_grad()
@@ -74,31 +72,3 @@ def linear_probe_accuracy(
             opt.step()
     with torch.no_grad():
         return float((probe(feats[test]).argmax(-1) == labels[test]).float().mean())
-
-
-@torch.no_grad()
-def tmaze_probes(model: SMTModel, episodes: TensorDictBase) -> dict[str, float]:
-    """PassiveTMaze probes on whole episodes ``(B, T)``, from the student's own memory at the
-    junction (the episode's last step):
-
-    - ``probe/cue_accuracy``: a linear classifier's held-out accuracy at reading the cue;
-    - ``probe/junction_reward_sign``: how often the decoder's predicted junction reward has the
-      right sign (+ for the cue's action, - for the other), over both actions.
-    """
-    mask = episodes["mask"]
-    student = model.student_memory(episodes)
-    rows = torch.arange(mask.shape[0])
-    last = mask.sum(1) - 1
-    junction = student[rows, last]  # (B, K, d)
-    cue = episodes["observation"][:, 0, :2].argmax(-1)
-    correct = []
-    horizon = model.cfg.horizon
-    for action in (0, 1):
-        future = torch.full((mask.shape[0], horizon), action, dtype=episodes["action"].dtype)
-        reward = model.decoder.predict_reward(junction, future)[:, 0]
-        expected = torch.where(cue == action, 1.0, -1.0)
-        correct.append(torch.sign(reward) == expected)
-    return {
-        "probe/cue_accuracy": linear_probe_accuracy(junction.flatten(1).float().cpu(), cue.cpu()),
-        "probe/junction_reward_sign": float(torch.cat(correct).float().mean()),
-    }

@@ -1,48 +1,67 @@
-"""SMT pretraining: joint teacher + memory training, then offline DMT, with evaluation and logs."""
+"""SMT pretraining: joint teacher + memory training, then offline DMT, with evaluation and logs.
+
+Built from parts: :class:`EpisodeSampler` draws training windows, :func:`build_phases` says what
+learns in each phase, :class:`smt_rl.smt.phases.PhaseRunner` runs each phase (optimiser,
+schedule, logging, evaluation, resume points), :func:`held_out_metrics` measures the memory on
+held-out episodes, and a task-specific :class:`Probe` may be passed in from outside: the core
+names no task.
+"""
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import shutil
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from tensordict import TensorDict
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
+from tensordict import TensorDict, TensorDictBase
 
 from smt_rl.checkpoint import CheckpointError, save_checkpoint
 from smt_rl.config import config_to_dict
 from smt_rl.data import TrajectoryDataset
-from smt_rl.device import autocast
 from smt_rl.distributed import DistContext, setup, weights_digest
 from smt_rl.errors import DatasetError
 from smt_rl.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
 from smt_rl.run_logger import RunLogger
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.dmt import offline_dmt_loss
-from smt_rl.smt.evaluate import TMAZE_ID, rollout_metrics, tmaze_probes
+from smt_rl.smt.evaluate import rollout_metrics
 from smt_rl.smt.losses import bptt_loss, smt_loss
 from smt_rl.smt.model import SMTModel
+from smt_rl.smt.phases import Phase, PhaseRunner, PhaseSettings
 from smt_rl.spaces import space_to_dict
 
 CHECKPOINT_DIR = "checkpoint"
 RESUME_FILE = "resume/state.pt"  # the unfinished run's state (removed when the run ends)
+RESUME_VERSION = 2  # layout of the resume state; a state of another layout is refused
+PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
+METHODS = ("smt", "bptt")
+
+
+class Probe(Protocol):
+    """A task-specific check of the memory on held-out episodes, passed in from outside the core
+    (e.g. whether the student's memory at a T-maze junction still holds the cue).
+
+    ``score_key`` names a metric it returns in which higher means better recall; the offline DMT
+    phase is reverted when it made that metric (then the rollout drift) worse. None: drift only.
+    """
+
+    score_key: str | None
+
+    def __call__(self, model: SMTModel, episodes: TensorDictBase) -> dict[str, float]:
+        """Metrics (``probe/...``) on whole held-out episodes ``(B, T)``."""
+        ...
 
 
 class EpisodeSampler:
     """Training batches from a subset of a dataset's episodes.
 
     Each batch holds ``batch_size`` episodes drawn uniformly (with replacement) from
-    ``episode_ids``,
-    cut to ``T = min(seq_len, longest drawn)`` steps; an episode longer than T contributes a
-    window starting at a uniformly random step (so it may start mid-episode).
+    ``episode_ids``, cut to ``T = min(seq_len, longest drawn)`` steps; an episode longer than T
+    contributes a window starting at a uniformly random step (so it may start mid-episode).
     """
 
     def __init__(
@@ -52,12 +71,8 @@ class EpisodeSampler:
         seq_len: int,
         generator: torch.Generator,
     ) -> None:
-        self.dataset, self.episode_ids, self.seq_len, self.generator = (
-            dataset,
-            episode_ids,
-            seq_len,
-            generator,
-        )
+        self.dataset, self.episode_ids = dataset, episode_ids
+        self.seq_len, self.generator = seq_len, generator
 
     def sample(self, batch_size: int) -> TensorDict:
         pick = torch.randint(len(self.episode_ids), (batch_size,), generator=self.generator)
@@ -93,94 +108,53 @@ def split_episodes(num: int, val_fraction: float, seed: int) -> tuple[torch.Tens
     return order[held:], order[:held]
 
 
-def lr_factor(update: int, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` updates, then cosine decay to 10%."""
-    if update < warmup:
-        return (update + 1) / warmup
-    progress = (update - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 @torch.no_grad()
-def evaluate(
-    model: SMTModel,
-    dataset: TrajectoryDataset,
-    episodes: torch.Tensor,
-    device,
-    with_teacher: bool = True,
+def held_out_metrics(
+    model: SMTModel, episodes: TensorDictBase, with_teacher: bool, probe: Probe | None
 ) -> tuple[dict[str, float], list[float]]:
-    """Rollout drift and (for PassiveTMaze) probes on whole held-out ``episodes``."""
+    """Rollout drift (with a teacher) and the probe's metrics on whole held-out ``episodes``
+    ``(B, T)``; also the per-step drift curve."""
     model.eval()
-    length = int(dataset.episode_lengths[episodes].max())
-    batch = dataset.windows(episodes, torch.zeros_like(episodes), length).to(device)
     metrics: dict[str, float] = {}
     curve: list[float] = []
     if with_teacher:
-        metrics, curve = rollout_metrics(model, batch)
-    if dataset.env_id == TMAZE_ID:
-        metrics.update(tmaze_probes(model, batch))
+        metrics, curve = rollout_metrics(model, episodes)
+    if probe is not None:
+        metrics.update(probe(model, episodes))
     model.train()
     return metrics, curve
 
 
-def _held_out_score(metrics: dict[str, float]) -> tuple[float, float]:
-    """Lower is better: the junction reward-sign probe when there is one, then rollout drift."""
-    return (
-        -metrics.get("probe/junction_reward_sign", 0.0),
-        metrics.get("rollout/memory_mse", 0.0),
-    )
+def held_out_score(metrics: dict[str, float], probe: Probe | None) -> tuple[float, float]:
+    """Lower is better: minus the probe's score when it has one, then the rollout drift."""
+    key = None if probe is None else probe.score_key
+    return (-metrics.get(key, 0.0) if key else 0.0, metrics.get("rollout/memory_mse", 0.0))
 
 
-def save_resume_state(run_dir: Path, state: dict[str, Any]) -> None:
-    """Write the unfinished run's state atomically (tensors, numbers, strings: no code)."""
-    atomic_torch_save(run_dir / RESUME_FILE, state)
-
-
-def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[str, Any] | None:
-    """The state a killed run left in ``run_dir``, or None (no state: start from scratch).
-
-    Raises:
-        CheckpointError: the state is corrupt, or was written by another config or method (the
-            run folder then belongs to another run: pick another ``out``, or delete the folder).
-    """
-    path = run_dir / RESUME_FILE
-    if not path.is_file():
-        return None
-    state = safe_torch_load(path, CheckpointError, "delete it to restart the run from scratch.")
-    if state.get("config") != _pretrain_identity(cfg) or state.get("method") != method:
-        raise CheckpointError(
-            f"{run_dir} holds an unfinished run with another config or method; resume it with "
-            f"`smt-rl pretrain --resume {run_dir}`, choose another out=, or delete {path}."
-        )
-    return state
-
-
-class _PhaseLoss(nn.Module):
-    """A phase's loss as a module, so that DDP can wrap it: ``batch -> (loss, metrics)``."""
-
-    def __init__(self, model: SMTModel, loss_fn) -> None:
-        super().__init__()
-        self.model, self.loss_fn = model, loss_fn
-
-    def forward(self, batch: TensorDict):
-        return self.loss_fn(batch)
-
-
-PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
-
-
-def _pretrain_identity(cfg: PretrainConfig) -> dict[str, Any]:
-    """What must not change for a killed pretraining to resume: task, data, model, optimisation
-    and seed (not the run folder, the device or the agent's later settings)."""
-    full = config_to_dict(cfg)
-    return {k: full[k] for k in PRETRAIN_SECTIONS}
-
-
-def _truncate_lines(path: Path, keep: int) -> None:
-    """Keep the first ``keep`` lines of ``path`` (the log lines written before a checkpoint)."""
-    if path.is_file():
-        lines = path.read_text().splitlines(keepends=True)[:keep]
-        atomic_write_bytes(path, "".join(lines).encode())
+def build_phases(
+    model: SMTModel, cfg: PretrainConfig, method: str, generator: torch.Generator
+) -> list[Phase]:
+    """The phases in order: joint SMT then offline DMT (cell only), or the BPTT baseline."""
+    smt = cfg.smt
+    if method == "bptt":
+        loss = lambda b: bptt_loss(model, b, smt, generator)  # noqa: E731
+        return [Phase("bptt", smt.updates, list(model.parameters()), smt.lr, loss)]
+    return [
+        Phase(
+            "smt",
+            smt.updates,
+            list(model.parameters()),
+            smt.lr,
+            lambda b: smt_loss(model, b, smt, generator),
+        ),
+        Phase(
+            "dmt",
+            smt.dmt_updates,
+            list(model.cell.parameters()),
+            smt.dmt_lr,
+            lambda b: offline_dmt_loss(model, b),
+        ),
+    ]
 
 
 def model_spec(model: SMTModel, cfg: PretrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +169,294 @@ def model_spec(model: SMTModel, cfg: PretrainConfig, extra: dict[str, Any]) -> d
     }
 
 
+# --------------------------------------------------------------------------------------------
+# Resume states
+
+
+def _pretrain_identity(cfg: PretrainConfig) -> dict[str, Any]:
+    """What must not change for a killed pretraining to resume: task, data, model, optimisation
+    and seed (not the run folder, the device or the agent's later settings)."""
+    full = config_to_dict(cfg)
+    return {k: full[k] for k in PRETRAIN_SECTIONS}
+
+
+def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[str, Any] | None:
+    """The state a killed run left in ``run_dir``, or None (no state: start from scratch).
+
+    Raises:
+        CheckpointError: the state is corrupt, of another layout, or was written by another
+            config or method (the run folder then belongs to another run: pick another ``out``,
+            or delete the folder).
+    """
+    path = run_dir / RESUME_FILE
+    if not path.is_file():
+        return None
+    state = safe_torch_load(path, CheckpointError, "delete it to restart the run from scratch.")
+    if not isinstance(state, dict) or state.get("version") != RESUME_VERSION:
+        raise CheckpointError(
+            f"{path} was written by another smt_rl version; delete it to restart the run."
+        )
+    if state.get("config") != _pretrain_identity(cfg) or state.get("method") != method:
+        raise CheckpointError(
+            f"{run_dir} holds an unfinished run with another config or method; resume it with "
+            f"`smt-rl pretrain --resume {run_dir}`, choose another out=, or delete {path}."
+        )
+    return state
+
+
+def _truncate_lines(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` lines of ``path`` (the log lines written before a checkpoint)."""
+    if path.is_file():
+        lines = path.read_text().splitlines(keepends=True)[:keep]
+        atomic_write_bytes(path, "".join(lines).encode())
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class Pretraining:
+    """One pretraining run: its phases in order, its resume state, its final evaluation.
+
+    See :func:`pretrain_on_dataset` for the arguments.
+    """
+
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        dataset: TrajectoryDataset,
+        run_dir: Path,
+        method: str,
+        ctx: DistContext,
+        probe: Probe | None,
+        progress: bool,
+    ) -> None:
+        self.cfg, self.dataset, self.run_dir, self.method = cfg, dataset, run_dir, method
+        self.ctx, self.probe, self.progress = ctx, probe, progress
+        self.resume = load_resume_state(run_dir, cfg, method)
+        if self.resume is not None and self.resume["world_size"] != ctx.world_size:
+            raise CheckpointError(
+                f"{run_dir / RESUME_FILE} was written by {self.resume['world_size']} process(es); "
+                f"resume it with as many (torchrun --nproc_per_node=...), not {ctx.world_size}."
+            )
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.data.val_fraction, cfg.seed)
+        self.val_ids = val_ids[: cfg.data.val_max_episodes]
+        self.sampler = EpisodeSampler(
+            dataset, self._shard(train_ids), cfg.smt.seq_len, self.generator
+        )
+        model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space)
+        model.decoder.reward_scale.fill_(dataset.reward_scale())
+        self.model = model.to(ctx.device)
+        self.phases = build_phases(self.model, cfg, method, self.generator)
+        # tensorboard steps count updates over all phases: phase i's first is offsets[i] + 1
+        self.offsets = [
+            sum(p.updates for p in self.phases[:i]) for i in range(len(self.phases) + 1)
+        ]
+        self.phase = 0  # the phase to run next
+        self.metrics: dict[str, dict[str, float]] = {}  # each finished phase's last line
+        self.dmt_before: dict[str, torch.Tensor] | None = None  # the cell before offline DMT
+        self.log_lines = 0  # metrics.jsonl lines at the last resume point
+        self._held_out: TensorDict | None = None
+        wall_s = 0.0 if self.resume is None else self._restore(self.resume)
+        self.started = time.perf_counter() - wall_s
+        if cfg.smt.compile and ctx.device.type == "cuda":
+            # compile the forward only: the module (and its state-dict keys, which checkpoints
+            # and resume states store) stays as it is
+            self.model.teacher.forward = torch.compile(self.model.teacher.forward)  # type: ignore[method-assign]
+        self.logger = None
+        if ctx.is_main:
+            purge = None
+            if self.resume is not None:
+                update = 0 if self.resume["runner"] is None else self.resume["runner"]["update"]
+                purge = self.offsets[self.phase] + update + 1
+            self.logger = RunLogger(run_dir, purge_step=purge)
+
+    def _shard(self, train_ids: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the training episodes."""
+        ctx = self.ctx
+        if not ctx.enabled:
+            return train_ids
+        if len(train_ids) < ctx.world_size:
+            raise DatasetError(
+                f"dataset {str(self.dataset.path)!r} has {len(train_ids)} training episodes for "
+                f"{ctx.world_size} ranks; collect more episodes or use fewer processes."
+            )
+        return train_ids[ctx.rank :: ctx.world_size]
+
+    def run(self) -> dict[str, Any]:
+        """Run the phases left, revert offline DMT if it made the memory worse, then write the
+        checkpoint and the summary. Returns the summary (every rank)."""
+        while self.phase < len(self.phases):
+            index, phase = self.phase, self.phases[self.phase]
+            if phase.name == "dmt" and self.dmt_before is None:
+                self.dmt_before = copy.deepcopy(self.model.cell.state_dict())
+            if phase.updates > 0:
+                self._runner(index).run(progress=self.progress)  # its end is a resume point
+            else:
+                self.phase = index + 1
+        reverted = self._revert_dmt_if_worse()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        return self._finish(reverted)
+
+    def _runner(self, index: int) -> PhaseRunner:
+        """The runner of phase ``index``, restored from the resume state when it was cut short."""
+        phase, smt = self.phases[index], self.cfg.smt
+        settings = PhaseSettings(
+            weight_decay=smt.weight_decay,
+            grad_clip=smt.grad_clip,
+            warmup=smt.warmup,
+            log_every=smt.log_every,
+            eval_every=smt.eval_every,
+            checkpoint_every=smt.checkpoint_every,
+        )
+
+        def log(update: int, line: dict[str, float]) -> None:
+            tb_step = self.offsets[index] + update
+            self.logger.log(update, line, phase=phase.name, tb_step=tb_step)
+
+        runner = PhaseRunner(
+            phase,
+            self.model,
+            lambda: self.sampler.sample(smt.batch_size).to(self.ctx.device),
+            settings,
+            self.ctx,
+            log=log if self.ctx.is_main else None,
+            evaluate=lambda: self.evaluate()[0],
+            on_checkpoint=lambda r: self._checkpoint(index, r),
+            started=self.started,
+        )
+        resume = self.resume
+        if resume is not None and resume["phase"] == index and resume["runner"] is not None:
+            runner.load_state_dict(resume["runner"])  # killed inside this phase
+        return runner
+
+    def held_out_episodes(self) -> TensorDict:
+        """The held-out episodes, whole, on the device ``(B, T)`` (read once)."""
+        if self._held_out is None:
+            ids = self.val_ids
+            length = int(self.dataset.episode_lengths[ids].max())
+            self._held_out = self.dataset.windows(ids, torch.zeros_like(ids), length)
+        return self._held_out.to(self.ctx.device)
+
+    def evaluate(self) -> tuple[dict[str, float], list[float]]:
+        """:func:`held_out_metrics` on the held-out episodes."""
+        with_teacher = self.method == "smt"
+        return held_out_metrics(self.model, self.held_out_episodes(), with_teacher, self.probe)
+
+    def _revert_dmt_if_worse(self) -> bool | None:
+        """Restore the pre-DMT cell when offline DMT made the held-out score worse (rank 0
+        decides, every rank follows). None when there was no offline DMT phase."""
+        if self.method != "smt" or self.cfg.smt.dmt_updates == 0:
+            return None
+        before, after = self.metrics.get("smt", {}), self.metrics["dmt"]
+        worse = held_out_score(after, self.probe) > held_out_score(before, self.probe)
+        reverted = self.ctx.broadcast(self.cfg.smt.dmt_revert_if_worse and worse)
+        if reverted:
+            self.model.cell.load_state_dict(self.dmt_before)
+        return bool(reverted)
+
+    # ------------------------------------------------------------------ resume points
+    def _checkpoint(self, index: int, runner: PhaseRunner) -> None:
+        """Save the whole state (collective: every rank's random streams are gathered first)."""
+        if runner.done:
+            self.metrics[self.phases[index].name] = runner.last
+        device = self.ctx.device
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        generators = self.ctx.gather(self.generator.get_state())
+        torch_rngs = self.ctx.gather(torch.get_rng_state())
+        cuda_rngs = self.ctx.gather(cuda_rng)
+        self.phase = index + 1 if runner.done else index
+        if not self.ctx.is_main:
+            return
+        self.log_lines = self.logger.lines
+        atomic_torch_save(
+            self.run_dir / RESUME_FILE,
+            {
+                "version": RESUME_VERSION,
+                "config": _pretrain_identity(self.cfg),
+                "method": self.method,
+                "world_size": self.ctx.world_size,
+                "phase": self.phase,
+                "runner": None if runner.done else runner.state_dict(),
+                "metrics": self.metrics,
+                "dmt_before": self.dmt_before,
+                "wall_s": time.perf_counter() - self.started,
+                "log_lines": self.log_lines,
+                "model": self.model.state_dict(),
+                "generator": generators,
+                "torch_rng": torch_rngs,
+                "cuda_rng": cuda_rngs,
+            },
+        )
+
+    def _restore(self, state: dict[str, Any]) -> float:
+        """Load a resume state's model, counters and random streams; returns its wall-clock."""
+        rank, device = self.ctx.rank, self.ctx.device
+        self.model.load_state_dict(state["model"])
+        self.generator.set_state(state["generator"][rank])
+        torch.set_rng_state(state["torch_rng"][rank])
+        if device.type == "cuda" and state["cuda_rng"][rank] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
+        self.phase, self.metrics = state["phase"], state["metrics"]
+        self.dmt_before, self.log_lines = state["dmt_before"], state["log_lines"]
+        if self.ctx.is_main:
+            _truncate_lines(self.run_dir / "metrics.jsonl", self.log_lines)
+        return float(state["wall_s"])
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, reverted: bool | None) -> dict[str, Any]:
+        """Final evaluation, checkpoint and summary (rank 0 writes; every rank returns it)."""
+        digests = self.ctx.gather(weights_digest(self.model))
+        if not self.ctx.is_main:
+            return self.ctx.broadcast(None)
+        final, curve = self.evaluate()
+        wall = time.perf_counter() - self.started
+        model, cfg, dataset = self.model, self.cfg, self.dataset
+        save_checkpoint(
+            self.run_dir / CHECKPOINT_DIR,
+            model,
+            model_spec(model, cfg, {"method": self.method, "env": dataset.meta["env"]}),
+        )
+        first = self.metrics.get("smt", self.metrics.get("bptt", {}))
+        dmt = dict(self.metrics.get("dmt", {})) if reverted is not None else {}
+        if reverted is not None:
+            dmt["dmt/reverted"] = float(reverted)
+        summary: dict[str, Any] = {
+            "env_id": dataset.env_id,
+            "method": self.method,
+            "seed": cfg.seed,
+            "device": str(self.ctx.device),
+            "dataset": str(dataset.path),
+            "dataset_episodes": dataset.num_episodes,
+            "dataset_steps": dataset.num_steps,
+            "updates": cfg.smt.updates,
+            "dmt_updates": cfg.smt.dmt_updates if self.method == "smt" else 0,
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "wall_s": round(wall, 3),
+            **{k: v for k, v in first.items() if k.startswith("loss/")},
+            **{k: v for k, v in dmt.items() if k.startswith("dmt/")},
+            **{f"pre_dmt/{k}": v for k, v in first.items() if dmt and _is_held_out(k)},
+            **final,
+        }
+        if self.ctx.enabled:
+            summary["ddp/world_size"] = self.ctx.world_size
+            summary["ddp/ranks_identical"] = len(set(digests)) == 1
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        if curve:
+            atomic_write_json(self.run_dir / "rollout_memory_mse_by_step.json", curve)
+        self.logger.close()
+        # the state, and any temporary file a kill mid-write left beside it
+        shutil.rmtree((self.run_dir / RESUME_FILE).parent, ignore_errors=True)
+        return self.ctx.broadcast(summary)
+
+
+def _is_held_out(key: str) -> bool:
+    return key.startswith(("rollout/", "probe/"))
+
+
 def pretrain_on_dataset(
     cfg: PretrainConfig,
     dataset: TrajectoryDataset,
@@ -202,6 +464,7 @@ def pretrain_on_dataset(
     method: str = "smt",
     progress: bool = True,
     ctx: DistContext | None = None,
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
     """Train on ``dataset``; write metrics, checkpoint and ``summary.json`` into ``run_dir``.
 
@@ -222,258 +485,13 @@ def pretrain_on_dataset(
             trained by backpropagation through time; the baseline).
         ctx: the data-parallel context (default: :func:`smt_rl.distributed.setup`, a world of one
             unless started by torchrun).
+        probe: a task-specific check of the held-out memory (see :class:`Probe`), or None.
 
     Returns:
         The summary (also written to ``RUN_DIR/summary.json``; every rank returns it).
     """
-    if method not in ("smt", "bptt"):
-        raise ValueError(f"method must be 'smt' or 'bptt', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     check_dataset_fits(dataset, cfg)
-    run_dir = Path(run_dir)
     ctx = ctx or setup(cfg.device)
-    device, main = ctx.device, ctx.is_main
-    resume = load_resume_state(run_dir, cfg, method)
-    if resume is not None and resume.get("world_size", 1) != ctx.world_size:
-        raise CheckpointError(
-            f"{run_dir / RESUME_FILE} was written by {resume.get('world_size', 1)} process(es); "
-            f"resume it with as many (torchrun --nproc_per_node=...), not {ctx.world_size}."
-        )
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.data.val_fraction, cfg.seed)
-    val_ids = val_ids[: cfg.data.val_max_episodes]
-    if ctx.enabled:
-        if len(train_ids) < ctx.world_size:
-            raise DatasetError(
-                f"dataset {str(dataset.path)!r} has {len(train_ids)} training episodes for "
-                f"{ctx.world_size} ranks; collect more episodes or use fewer processes."
-            )
-        train_ids = train_ids[ctx.rank :: ctx.world_size]  # this rank's shard
-    sampler = EpisodeSampler(dataset, train_ids, cfg.smt.seq_len, generator)
-    model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space)
-    model.decoder.reward_scale.fill_(dataset.reward_scale())
-    model = model.to(device)
-    smt = cfg.smt
-    # the phases in order: (name, updates, trained parameters, peak lr, loss)
-    phases = (
-        [
-            (
-                "smt",
-                smt.updates,
-                list(model.parameters()),
-                smt.lr,
-                lambda b: smt_loss(model, b, smt, generator),
-            ),
-            (
-                "dmt",
-                smt.dmt_updates,
-                list(model.cell.parameters()),
-                smt.dmt_lr,
-                lambda b: offline_dmt_loss(model, b),
-            ),
-        ]
-        if method == "smt"
-        else [
-            (
-                "bptt",
-                smt.updates,
-                list(model.parameters()),
-                smt.lr,
-                lambda b: bptt_loss(model, b, smt, generator),
-            ),
-        ]
-    )
-    # carried across phases (and saved with the resume state)
-    carry: dict[str, Any] = {
-        "phase": 0,
-        "update": 0,
-        "metrics": {},
-        "dmt_before": None,
-        "wall_s": 0.0,
-        "log_lines": 0,
-    }
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        generator.set_state(resume["generator"][ctx.rank])
-        torch.set_rng_state(resume["torch_rng"][ctx.rank])
-        if device.type == "cuda" and resume["cuda_rng"][ctx.rank] is not None:
-            torch.cuda.set_rng_state(resume["cuda_rng"][ctx.rank], device)
-        carry = {k: resume[k] for k in carry}
-        if main:
-            _truncate_lines(run_dir / "metrics.jsonl", carry["log_lines"])
-    if cfg.smt.compile and device.type == "cuda":
-        # compile the forward only: the module (and its state-dict keys, which checkpoints and
-        # resume states store) stays as it is; replacing it would prefix every key `_orig_mod.`
-        model.teacher.forward = torch.compile(model.teacher.forward)  # type: ignore[method-assign]
-    # tensorboard steps count updates over all phases; a resumed run purges the later ones
-    offsets = [sum(p[1] for p in phases[:i]) for i in range(len(phases) + 1)]
-    logger = (
-        RunLogger(
-            run_dir,
-            purge_step=None if resume is None else offsets[carry["phase"]] + carry["update"] + 1,
-        )
-        if main
-        else None
-    )
-    started = time.perf_counter() - carry["wall_s"]
-
-    def checkpoint(phase: int, update: int, opt, sums, count, last) -> None:
-        carry.update(
-            phase=phase,
-            update=update,
-            wall_s=time.perf_counter() - started,
-            log_lines=logger.lines if main else 0,
-        )
-        # every rank's random streams (collective), then rank 0 writes
-        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        generators = ctx.gather(generator.get_state())
-        torch_rngs = ctx.gather(torch.get_rng_state())
-        cuda_rngs = ctx.gather(cuda_rng)
-        if not main:
-            return
-        save_resume_state(
-            run_dir,
-            {
-                **carry,
-                "config": _pretrain_identity(cfg),
-                "method": method,
-                "world_size": ctx.world_size,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "generator": generators,
-                "torch_rng": torch_rngs,
-                "cuda_rng": cuda_rngs,
-                "sums": dict(sums),
-                "count": count,
-                "last": last,
-            },
-        )
-
-    def run_phase(index: int) -> None:
-        name, updates, params, lr, loss_fn = phases[index]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=smt.weight_decay)
-        # only this phase's parameters take gradients (and DDP syncs only those)
-        trainable = {id(p) for p in params}
-        for p in model.parameters():
-            p.requires_grad_(id(p) in trainable)
-        if ctx.enabled:
-            loss_fn = DistributedDataParallel(
-                _PhaseLoss(model, loss_fn),
-                device_ids=[device] if device.type == "cuda" else None,
-                find_unused_parameters=True,
-            )
-        sums: dict[str, float] = defaultdict(float)
-        count, first, last = 0, 0, {}
-        if resume is not None and resume["phase"] == index and resume["update"] > 0:
-            opt.load_state_dict(resume["optimizer"])  # killed inside this phase
-            sums.update(resume["sums"])
-            count, first, last = resume["count"], resume["update"], resume["last"]
-        bar = tqdm(
-            range(first, updates),
-            desc=name,
-            disable=not (progress and main),
-            unit="upd",
-            initial=first,
-            total=updates,
-        )
-        for update in bar:
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(update, min(smt.warmup, updates // 4 + 1), updates)
-            batch = sampler.sample(smt.batch_size).to(device)
-            with autocast(device):
-                loss, metrics = loss_fn(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, smt.grad_clip)
-            opt.step()
-            for key, value in metrics.items():
-                sums[key] += value
-            count += 1
-            if (update + 1) % smt.log_every == 0 or update + 1 == updates:
-                last = {k: v / count for k, v in sums.items()}
-                last["grad_norm"] = float(grad_norm)
-                last["lr"] = opt.param_groups[0]["lr"]
-                last["wall_s"] = time.perf_counter() - started
-                if main and ((update + 1) % smt.eval_every == 0 or update + 1 == updates):
-                    last.update(evaluate(model, dataset, val_ids, device, method == "smt")[0])
-                if main:
-                    logger.log(update + 1, last, phase=name, tb_step=offsets[index] + update + 1)
-                bar.set_postfix(
-                    {
-                        k.split("/")[-1]: f"{v:.4g}"
-                        for k, v in last.items()
-                        if k in ("loss/total", "loss/dyn", "dmt/loss", "probe/cue_accuracy")
-                    }
-                )
-                sums.clear()
-                count = 0
-            done = update + 1 == updates
-            if done:
-                carry["metrics"][name] = last
-            if done or (smt.checkpoint_every and (update + 1) % smt.checkpoint_every == 0):
-                checkpoint(index + done, 0 if done else update + 1, opt, sums, count, last)
-
-    for index in range(carry["phase"], len(phases)):
-        name, updates = phases[index][:2]
-        if name == "dmt" and carry["dmt_before"] is None:
-            carry["dmt_before"] = copy.deepcopy(model.cell.state_dict())
-        if updates > 0:
-            run_phase(index)
-        else:
-            carry["phase"] = index + 1
-    smt_metrics = carry["metrics"].get("smt", carry["metrics"].get("bptt", {}))
-    dmt_metrics: dict[str, float] = {}
-    if method == "smt" and smt.dmt_updates > 0:
-        dmt_metrics = dict(carry["metrics"]["dmt"])
-        reverted = smt.dmt_revert_if_worse and _held_out_score(dmt_metrics) > _held_out_score(
-            smt_metrics
-        )
-        reverted = ctx.broadcast(reverted)  # rank 0 evaluated: every rank follows its choice
-        if reverted:
-            model.cell.load_state_dict(carry["dmt_before"])
-        dmt_metrics["dmt/reverted"] = float(reverted)
-
-    for p in model.parameters():
-        p.requires_grad_(True)
-    digests = ctx.gather(weights_digest(model))
-    if not main:
-        summary = ctx.broadcast(None)
-        return summary
-    final, curve = evaluate(model, dataset, val_ids, device, method == "smt")
-    wall = time.perf_counter() - started
-    save_checkpoint(
-        run_dir / CHECKPOINT_DIR,
-        model,
-        model_spec(model, cfg, {"method": method, "env": dataset.meta["env"]}),
-    )
-    summary: dict[str, Any] = {
-        "env_id": dataset.env_id,
-        "method": method,
-        "seed": cfg.seed,
-        "device": str(device),
-        "dataset": str(dataset.path),
-        "dataset_episodes": dataset.num_episodes,
-        "dataset_steps": dataset.num_steps,
-        "updates": smt.updates,
-        "dmt_updates": smt.dmt_updates if method == "smt" else 0,
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "wall_s": round(wall, 3),
-        **{k: v for k, v in smt_metrics.items() if k.startswith("loss/")},
-        **{k: v for k, v in dmt_metrics.items() if k.startswith("dmt/")},
-        **{
-            f"pre_dmt/{k}": v
-            for k, v in smt_metrics.items()
-            if dmt_metrics and k.startswith(("rollout/", "probe/"))
-        },
-        **final,
-    }
-    if ctx.enabled:
-        summary["ddp/world_size"] = ctx.world_size
-        summary["ddp/ranks_identical"] = len(set(digests)) == 1
-    atomic_write_json(run_dir / "summary.json", summary)
-    if curve:
-        atomic_write_json(run_dir / "rollout_memory_mse_by_step.json", curve)
-    logger.close()
-    # the state, and any temporary file a kill mid-write left beside it
-    shutil.rmtree((run_dir / RESUME_FILE).parent, ignore_errors=True)
-    return ctx.broadcast(summary)
+    return Pretraining(cfg, dataset, Path(run_dir), method, ctx, probe, progress).run()
