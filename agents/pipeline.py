@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.config import TrainConfig
 from agents.probes import probe_for
+from agents.registry import ALGORITHMS, agent_class, algo_of_kind
 from envs import make_env
 from smt_rl import distributed
 from smt_rl.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -256,7 +257,6 @@ def train(
     folder gets ``config.yaml``, ``metrics.jsonl`` (RL lines carry ``time/wall_s`` since the start,
     pretraining included), tensorboard events, ``checkpoint/`` (the agent) and ``summary.json``.
     """
-    from agents.evaluate import evaluate_agent
     from smt_rl.run_logger import RunLogger
 
     cfg = _resolve_config(TrainConfig, config, overrides)
@@ -266,21 +266,12 @@ def train(
     _check_task(cfg)  # a bad task or kwarg fails here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    data_steps: dict[str, int] = {}  # smt_ppo: {"pretrain_env_steps": logged data steps}
-    pretrain_figures: dict[str, Any] = {}
-    rl_steps = cfg.total_timesteps
-    if cfg.algo == "smt_ppo":
-        agent, data_steps, pretrain_figures = _pretrained_smt_agent(cfg, run_dir, env_fn, progress)
-        if cfg.budget_includes_data:
-            rl_steps = cfg.total_timesteps - data_steps["pretrain_env_steps"]
-    else:
-        from agents.baselines import baseline_class
-
-        agent = baseline_class(cfg.algo)(cfg, env_fn, cfg.device)
-    # a run killed in its reinforcement-learning phase: smt_ppo continues from its resume state,
-    # the baselines start the phase over; the log keeps the lines up to where the run goes on
+    agent = agent_class(cfg.algo).from_config(cfg, env_fn, run_dir, progress)
+    rl_steps = cfg.total_timesteps - (agent.data_steps if cfg.budget_includes_data else 0)
+    # a run killed in its reinforcement-learning phase: an agent that resumes exactly continues
+    # from its resume state, others start the phase over; the log keeps the lines up to there
     rl_state = run_dir / RL_RESUME_FILE
-    resumed_at = _resumed_timesteps(rl_state) if cfg.algo == "smt_ppo" else 0
+    resumed_at = _resumed_timesteps(rl_state) if agent.resumes_exactly else 0
     restarted = _drop_lines(run_dir / "metrics.jsonl", phase="rl", after=resumed_at)
     logger = RunLogger(run_dir, purge_step=resumed_at + 1 if restarted else None)
 
@@ -290,25 +281,22 @@ def train(
 
     agent.logger = log
     try:
-        if cfg.algo == "smt_ppo":
-            agent.learn(rl_steps, progress, resume_path=rl_state, resume_every=cfg.ppo.resume_every)
-        else:
-            agent.learn(rl_steps, progress_bar=progress)
+        agent.learn(rl_steps, progress, resume_path=rl_state)
     finally:
         logger.close()
     agent.save(run_dir / "checkpoint")
-    evaluation = evaluate_agent(
-        agent, env_fn, cfg.eval.episodes, cfg.seed + cfg.eval.seed_offset, cfg.eval.deterministic
+    evaluation = agent.evaluate(
+        env_fn, cfg.eval.episodes, cfg.seed + cfg.eval.seed_offset, cfg.eval.deterministic
     )
     summary = {
         "env_id": cfg.env.id,
         "algo": cfg.algo,
         "seed": cfg.seed,
         "env_steps": agent.num_timesteps,
-        **data_steps,
+        **({"pretrain_env_steps": agent.data_steps} if agent.data_steps else {}),
         "wall_s": round(time.perf_counter() - started, 3),
         **evaluation,
-        **pretrain_figures,
+        **agent.summary,
     }
     atomic_write_json(run_dir / "summary.json", summary)
     shutil.rmtree(rl_state.parent, ignore_errors=True)  # the state and any stray temp file
@@ -343,70 +331,36 @@ def _drop_lines(path: Path, phase: str, after: int = 0) -> bool:
     return True
 
 
-def _pretrained_smt_agent(
-    cfg: TrainConfig, run_dir: Path, env_fn: Any, progress: bool
-) -> tuple[Any, dict[str, int], dict[str, Any]]:
-    """The SMT agent on a finished pretraining (done now unless ``RUN_DIR/pretrain`` holds one
-    with the same settings), ``{"pretrain_env_steps": N}`` and the pretraining's ``pretrain/*``
-    figures for the summary."""
-    from agents.smt_ppo import SMTPPO
-    from smt_rl.smt.model import load_smt_model
-
-    dataset = _dataset_for(cfg, run_dir, progress)
-    if cfg.budget_includes_data and dataset.num_steps >= cfg.total_timesteps:
-        raise ConfigError(
-            f"total_timesteps={cfg.total_timesteps} with budget_includes_data=true leaves no RL "
-            f"steps: the logged data alone took {dataset.num_steps} steps. Raise total_timesteps "
-            "or lower data.episodes."
-        )
-    pre = finished_pretraining(cfg, run_dir / "pretrain")
-    if pre is None:
-        probe = probe_for(dataset.env_id)
-        pre = pretrain_on_dataset(
-            cfg, dataset, run_dir / "pretrain", progress=progress, probe=probe
-        )
-    model = load_smt_model(run_dir / "pretrain" / "checkpoint")
-    figures = {f"pretrain/{k}": v for k, v in pre.items() if k.startswith(("probe/", "rollout/"))}
-    return (
-        SMTPPO(model, cfg, env_fn, cfg.device),
-        {"pretrain_env_steps": dataset.num_steps},
-        figures,
-    )
-
-
 def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "auto") -> Any:
-    """Any saved agent (``smt_ppo`` or a baseline), by the kind its checkpoint declares.
+    """Any saved agent, by the kind its checkpoint declares (see :mod:`agents.registry`).
 
     Raises:
         CheckpointError: missing, corrupt or foreign checkpoint.
     """
-    from agents.baselines import BASELINE_KINDS, baseline_class
-    from agents.smt_ppo import SMTPPO
-
     spec_path = Path(folder) / SPEC_FILE
     if not spec_path.is_file():
         raise CheckpointError(
             f"{str(folder)!r} holds no agent checkpoint ({SPEC_FILE} missing): point to "
             "RUN_DIR/checkpoint of a finished `smt-rl train` run."
         )
-    spec = _checkpoint_spec(spec_path)
-    kind = spec.get("kind")
-    if kind in BASELINE_KINDS:
-        return baseline_class(BASELINE_KINDS[kind]).load(folder, env_fn, device)
-    return SMTPPO.load(folder, env_fn, device)
+    kind = _checkpoint_spec(spec_path).get("kind")
+    algo = algo_of_kind(kind)
+    if algo is None:
+        raise CheckpointError(
+            f"{folder} holds a {kind!r} checkpoint, not an agent's; agents write "
+            f"{', '.join(repr(a.kind) for a in ALGORITHMS.values())}."
+        )
+    return agent_class(algo).load(folder, env_fn, device)
 
 
 def evaluate(run_dir: str | os.PathLike, episodes: int | None = None) -> dict[str, Any]:
     """Deterministic evaluation of the agent saved in ``run_dir`` on fresh seeds; same as
     ``smt-rl eval RUN_DIR [--episodes N]``. Writes ``RUN_DIR/eval.json``."""
-    from agents.evaluate import evaluate_agent
-
     run_dir = Path(run_dir)
     agent = load_agent(run_dir / "checkpoint")
     cfg = agent.cfg
     env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
-    result = evaluate_agent(
-        agent,
+    result = agent.evaluate(
         env_fn,
         episodes or cfg.eval.episodes,
         cfg.seed + 2 * cfg.eval.seed_offset,

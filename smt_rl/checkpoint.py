@@ -1,17 +1,28 @@
 """Checkpoints: weights as safetensors plus a JSON description; never executes code on load.
 
-A checkpoint folder holds ``model.safetensors`` and ``checkpoint.json`` (kind, config, spaces and
-the SHA-256 of the weights file). Both are written atomically, weights first; the JSON is the
-commit point, so a killed save leaves the previous checkpoint readable or none at all, and a
-weights file that does not match its JSON (truncated, swapped) is refused with a clear error.
+A checkpoint folder holds ``model.safetensors`` and ``checkpoint.json``. Both are written
+atomically, weights first; the JSON is the commit point, so a killed save leaves the previous
+checkpoint readable or none at all, and a weights file that does not match its JSON (truncated,
+swapped) is refused with a clear error.
+
+Every kind (the SMT model of a pretraining, each agent) is written by :func:`write_checkpoint`
+and read by :func:`open_checkpoint`, so they share one description:
+
+- ``kind``: what wrote it (``smt_model``, ``smt_ppo_agent``, ``gru_ppo_agent``, ...);
+- ``config``: the run's whole config (its ``model`` section sizes any SMT memory inside);
+- ``observation_space`` / ``action_space``: the task's spaces;
+- ``modules``: the top-level parts of the saved module (every tensor name starts with one);
+- ``memory_prefix``: where an SMT model's tensors sit (``""`` or ``"smt."``), when it holds one;
+- ``weights_sha256`` and ``format``, plus what the writer adds (``num_timesteps``, ...).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +34,7 @@ from torch import nn
 
 from smt_rl.errors import ConfigError, SmtRlError, SpaceError
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
+from smt_rl.spaces import space_from_dict, space_to_dict
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "checkpoint.json"
@@ -117,3 +129,108 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: st
             "from another architecture or config; load it with the config it was saved with."
         )
     module.load_state_dict(tensors)
+
+
+def write_checkpoint(
+    folder: str | os.PathLike,
+    module: nn.Module,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    observation_space: Any,
+    action_space: Any,
+    memory_prefix: str | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``module`` as a checkpoint of ``kind`` (see the module notes for the description).
+
+    Args:
+        config: the run's config as plain data (``smt_rl.config.config_to_dict``).
+        memory_prefix: where the SMT model's tensors sit in ``module``'s state dict, when it
+            holds one (a pretrained memory can then be loaded from it).
+        extra: more JSON-ready fields (``num_timesteps``, ``method``, ...).
+    """
+    spec = {
+        "kind": kind,
+        "config": config,
+        "observation_space": space_to_dict(observation_space),
+        "action_space": space_to_dict(action_space),
+        "modules": [name for name, _ in module.named_children()],
+        **({} if memory_prefix is None else {"memory_prefix": memory_prefix}),
+        **extra,
+    }
+    return save_checkpoint(folder, module, spec)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint folder, read and verified: its description and its tensors."""
+
+    folder: Path
+    spec: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def kind(self) -> str | None:
+        return self.spec.get("kind")
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.spec.get("num_timesteps", 0))
+
+    def config(self, cls: type, *path: str) -> Any:
+        """The stored config (or its section at ``path``) as ``cls``; keys an earlier version
+        wrote are migrated, anything else wrong is a :class:`CheckpointError` naming the file."""
+        from smt_rl.config import config_from_dict
+
+        with spec_fields(self.folder):
+            data = self.spec["config"]
+            for key in path:
+                data = data[key]
+            return config_from_dict(cls, data, migrate=True)
+
+    def spaces(self) -> tuple[Any, Any]:
+        """``(observation_space, action_space)`` of the task."""
+        with spec_fields(self.folder):
+            return (
+                space_from_dict(self.spec["observation_space"]),
+                space_from_dict(self.spec["action_space"]),
+            )
+
+    def load_into(self, module: nn.Module, prefix: str = "") -> None:
+        """Load the tensors under ``prefix`` (prefix removed) into ``module``, exactly."""
+        tensors = self.tensors
+        if prefix:
+            tensors = {
+                k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)
+            }
+        load_weights(module, tensors, str(self.folder))
+
+    def check_known_tensors(self) -> None:
+        """Refuse tensors outside the modules the description lists (an altered file)."""
+        with spec_fields(self.folder):
+            modules = tuple(f"{name}." for name in self.spec["modules"])
+        unexpected = sorted(k for k in self.tensors if not k.startswith(modules))
+        if unexpected:
+            raise CheckpointError(
+                f"checkpoint {self.folder} does not fit a {self.kind!r} checkpoint (unexpected "
+                f"{unexpected[:5]}): it was saved from another architecture or altered; re-run "
+                "the training."
+            )
+
+
+def open_checkpoint(folder: str | os.PathLike, kinds: Collection[str] | None = None) -> Checkpoint:
+    """Read and verify a checkpoint folder; with ``kinds``, refuse any other kind.
+
+    Raises:
+        CheckpointError: not a checkpoint folder, corrupt, or of another kind.
+    """
+    spec, tensors = read_checkpoint(folder)
+    checkpoint = Checkpoint(Path(folder), spec, tensors)
+    if kinds is not None and checkpoint.kind not in kinds:
+        wanted = " or ".join(repr(k) for k in kinds)
+        raise CheckpointError(
+            f"{folder} holds a {checkpoint.kind!r} checkpoint, not a {wanted} one; load it with "
+            "the class of its kind (agents.load_agent picks it by its kind)."
+        )
+    return checkpoint

@@ -534,7 +534,9 @@ def _build(cls: type, data: Any, path: str, base: Any) -> Any:
         raise ConfigError(f"{where} ({cls.__name__}) rejected its values: {err}") from err
 
 
-def config_from_dict(cls: type[T], data: Mapping[str, Any], *, path: str = "") -> T:
+def config_from_dict(
+    cls: type[T], data: Mapping[str, Any], *, path: str = "", migrate: bool = False
+) -> T:
     """Build ``cls`` from a (possibly partial) nested mapping; see the module notes for the rules.
 
     ``path`` is the dotted key of ``data`` inside a larger config (used in error messages).

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from agents.baselines import baseline_class
 from agents.baselines.sb3 import RecurrentPPOAgent, SB3PPOAgent, flat_space, flatten_batch
 from agents.config import TrainConfig
 from agents.evaluate import evaluate_agent
@@ -155,13 +154,19 @@ def test_loaded_agent_with_env_keeps_learning(trained):
     agent, _, folder = trained
     resumed = type(agent).load(folder, env_fn=tmaze(2), device="cpu")
     before = resumed.num_timesteps
-    resumed.learn(128)
+    resumed.learn(before + 128)
     assert resumed.num_timesteps == before + 128
 
 
-def test_baseline_class_maps_algos():
-    assert baseline_class("ppo") is SB3PPOAgent
-    assert baseline_class("recurrent_ppo") is RecurrentPPOAgent
+def test_registry_maps_algos_to_agents():
+    from agents.baselines.gru_ppo import GRUPPOAgent
+    from agents.registry import agent_class
+    from agents.smt_ppo import SMTPPO
+
+    assert agent_class("ppo") is SB3PPOAgent
+    assert agent_class("recurrent_ppo") is RecurrentPPOAgent
+    assert agent_class("gru_ppo") is GRUPPOAgent
+    assert agent_class("smt_ppo") is SMTPPO
 
 
 # --------------------------------------------------------------------------- learning

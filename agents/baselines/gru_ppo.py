@@ -37,7 +37,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -65,26 +64,16 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 from tqdm.auto import tqdm
 
+from agents.base import AgentBase
 from agents.config import TrainConfig
-from smt_rl.checkpoint import (
-    CheckpointError,
-    load_weights,
-    read_checkpoint,
-    save_checkpoint,
-    spec_fields,
-)
-from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.device import resolve_device
 from smt_rl.errors import ConfigError
 from smt_rl.spaces import (
     check_space,
     is_single_observation,
-    space_from_dict,
-    space_to_dict,
     unbatch_observations,
 )
 
-KIND = "gru_ppo_agent"
 STATE_KEY = "recurrent_state"  # the GRU state the policy reads at a step, (..., 1, gru_hidden)
 NEXT_STATE_KEY = ("next", STATE_KEY)  # the GRU state after the step
 SUCCESS_KEY = "success"  # info["success"] of the step (False where not reported)
@@ -191,7 +180,7 @@ def _head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, out_dim))
 
 
-class GRUPPOAgent:
+class GRUPPOAgent(AgentBase):
     """Recurrent PPO with a GRU trained by BPTT over slices (torchrl), stable-baselines3-style API.
 
     Args:
@@ -206,6 +195,8 @@ class GRUPPOAgent:
         ValueError: unsupported spaces (the message names ``observation_space`` or
             ``action_space``); :class:`ConfigError` for ``gru_ppo`` settings that do not fit.
     """
+
+    kind = "gru_ppo_agent"
 
     def __init__(
         self,
@@ -328,9 +319,15 @@ class GRUPPOAgent:
         return (out[0] if single else out), new_state
 
     # ------------------------------------------------------------------ learning
-    def learn(self, total_timesteps: int, progress_bar: bool = False) -> GRUPPOAgent:
+    def learn(
+        self,
+        total_timesteps: int,
+        progress_bar: bool = False,
+        resume_path: str | os.PathLike | None = None,
+    ) -> GRUPPOAgent:
         """Train until ``num_timesteps`` reaches ``total_timesteps`` env steps (all envs summed;
-        whole batches, so it may run past it). Seeds the global torch RNG (action sampling)."""
+        whole batches, so it may run past it). Seeds the global torch RNG (action sampling).
+        ``resume_path`` is not used: a killed run starts its RL over."""
         g = self.cfg.gru_ppo
         remaining = total_timesteps - self.num_timesteps
         if remaining <= 0:
@@ -441,42 +438,8 @@ class GRUPPOAgent:
         return {f"ppo/{k}": float(np.mean(v)) for k, v in stats.items()}
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the agent: weights as safetensors; config and spaces as JSON (no pickle)."""
-        spec = {
-            "kind": KIND,
-            "config": config_to_dict(self.cfg),
-            "observation_space": space_to_dict(self.observation_space),
-            "action_space": space_to_dict(self.action_space),
-            "num_timesteps": self.num_timesteps,
-        }
-        return save_checkpoint(path, self.net, spec)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        env_fn: Callable[[], gym.Env] | None = None,
-        device: str = "auto",
-    ) -> GRUPPOAgent:
-        """Rebuild a saved agent from its config and spaces (no env needed); never runs code
-        from the files."""
-        spec, tensors = read_checkpoint(path)
-        if spec.get("kind") != KIND:
-            raise CheckpointError(
-                f"{path} holds a {spec.get('kind')!r} checkpoint, not a {KIND!r} one; load it "
-                "with the agent class of its kind."
-            )
-        with spec_fields(path):
-            cfg = config_from_dict(TrainConfig, spec["config"])
-            observation_space = space_from_dict(spec["observation_space"])
-            action_space = space_from_dict(spec["action_space"])
-        agent = cls(
-            cfg, env_fn, device, observation_space=observation_space, action_space=action_space
-        )
-        load_weights(agent.net, tensors, str(path))
-        agent.num_timesteps = int(spec.get("num_timesteps", 0))
-        return agent
+    def saved_module(self) -> nn.Module:
+        return self.net
 
 
 def _record_episodes(data: TensorDictBase, returns: deque, successes: deque) -> None:

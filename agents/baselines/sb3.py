@@ -22,7 +22,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -39,23 +38,14 @@ from stable_baselines3.common.utils import ConstantSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm.auto import tqdm
 
+from agents.base import AgentBase
 from agents.baselines.config import RecurrentPPOConfig, SB3PPOConfig
 from agents.config import TrainConfig
-from smt_rl.checkpoint import (
-    CheckpointError,
-    load_weights,
-    read_checkpoint,
-    save_checkpoint,
-    spec_fields,
-)
-from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
 from smt_rl.spaces import (
     check_space,
     is_single_observation,
-    space_from_dict,
-    space_to_dict,
     unbatch_observations,
 )
 
@@ -199,7 +189,7 @@ class _RolloutMetrics(BaseCallback):
 
 
 # ---------------------------------------------------------------------------- agents
-class _SB3Agent:
+class _SB3Agent(AgentBase):
     """Shared body of the SB3 agents; subclasses name the algorithm, policy and config section.
 
     Args:
@@ -339,8 +329,14 @@ class _SB3Agent:
         return (actions[0] if single else actions), new_state
 
     # ------------------------------------------------------------------ learning
-    def learn(self, total_timesteps: int, progress_bar: bool = False) -> _SB3Agent:
-        """Train for ``total_timesteps`` more environment steps (SB3 rounds up to whole rollouts).
+    def learn(
+        self,
+        total_timesteps: int,
+        progress_bar: bool = False,
+        resume_path: str | os.PathLike | None = None,
+    ) -> _SB3Agent:
+        """Train until ``num_timesteps`` reaches ``total_timesteps`` environment steps (SB3 rounds
+        up to whole rollouts). ``resume_path`` is not used: a killed run starts its RL over.
 
         ``self.logger`` (when set) gets, after every rollout and its update, ``(num_timesteps,
         metrics)`` with ``rollout/return_mean`` and ``rollout/success_rate`` (last 100 finished
@@ -353,17 +349,18 @@ class _SB3Agent:
                 f"{type(self).__name__}.learn needs an environment: pass env_fn when building "
                 "the agent (or to load)."
             )
+        remaining = int(total_timesteps) - self.model.num_timesteps
+        if remaining <= 0:
+            return self
         if isinstance(self.model.learning_rate, AnnealedLR):
             rollout = self.model.n_steps * self.model.n_envs
-            self.model.learning_rate.rollout_fraction = rollout / (
-                self.model.num_timesteps + max(int(total_timesteps), 1)
-            )
-        callback = _RolloutMetrics(self, int(total_timesteps), progress_bar)
+            self.model.learning_rate.rollout_fraction = rollout / int(total_timesteps)
+        callback = _RolloutMetrics(self, remaining, progress_bar)
         try:
             # log_interval=None: SB3 never dumps (clears) its logger, so the callback reads the
             # train metrics; reset_num_timesteps=False: steps add up over learn calls
             self.model.learn(
-                int(total_timesteps),
+                remaining,
                 callback=callback,
                 log_interval=None,
                 reset_num_timesteps=False,
@@ -373,41 +370,8 @@ class _SB3Agent:
         return self
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the policy (safetensors) and config, spaces and steps (JSON); no pickle."""
-        spec = {
-            "kind": self.kind,
-            "config": config_to_dict(self.cfg),
-            "observation_space": space_to_dict(self.observation_space),
-            "action_space": space_to_dict(self.action_space),
-            "num_timesteps": int(self.num_timesteps),
-        }
-        return save_checkpoint(path, self.policy, spec)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        env_fn: Callable[[], gym.Env] | None = None,
-        device: str = "auto",
-    ) -> _SB3Agent:
-        """Rebuild a saved agent (never executes code from the files); ``env_fn`` lets it learn."""
-        spec, tensors = read_checkpoint(path)
-        if spec.get("kind") != cls.kind:
-            raise CheckpointError(
-                f"{path} holds a {spec.get('kind')!r} checkpoint, not a {cls.kind!r} one; load it "
-                "with the class that saved it (see agents.baselines.BASELINE_KINDS)."
-            )
-        with spec_fields(path):
-            cfg = config_from_dict(TrainConfig, spec["config"])
-            observation_space = space_from_dict(spec["observation_space"])
-            action_space = space_from_dict(spec["action_space"])
-        agent = cls(
-            cfg, env_fn, device, observation_space=observation_space, action_space=action_space
-        )
-        load_weights(agent.policy, tensors, str(path))
-        agent.num_timesteps = int(spec.get("num_timesteps", 0))
-        return agent
+    def saved_module(self) -> torch.nn.Module:
+        return self.policy
 
 
 class SB3PPOAgent(_SB3Agent):

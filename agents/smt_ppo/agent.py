@@ -25,6 +25,7 @@ from gymnasium import spaces
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
+from agents.base import AgentBase
 from agents.config import TrainConfig
 from agents.policy import ActorCritic
 from agents.smt_ppo.loop import (
@@ -35,15 +36,7 @@ from agents.smt_ppo.loop import (
     save_resume_state,
 )
 from agents.smt_ppo.ppo import anneal_lr, gae, ppo_update
-from smt_rl.checkpoint import (
-    CheckpointError,
-    load_weights,
-    read_checkpoint,
-    save_checkpoint,
-    spec_fields,
-)
 from smt_rl.checks import check_finite
-from smt_rl.config import config_from_dict, config_to_dict
 from smt_rl.data.episodes import EpisodeAssembler
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
@@ -55,8 +48,6 @@ from smt_rl.spaces import (
     batch_to_tensor,
     check_same_space,
     is_single_observation,
-    space_from_dict,
-    space_to_dict,
     stack_observations,
     tensor_to_numpy,
     unbatch_observations,
@@ -80,7 +71,7 @@ def policy_features(memory: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([memory.flatten(1), x], -1)
 
 
-class SMTPPO:
+class SMTPPO(AgentBase):
     """PPO x DMT agent on an SMT-pretrained memory module (stable-baselines3-style API).
 
     Args:
@@ -93,6 +84,8 @@ class SMTPPO:
     """
 
     kind = "smt_ppo_agent"
+    resumes_exactly = True
+    memory_prefix = "smt."
 
     def __init__(
         self,
@@ -457,39 +450,35 @@ class SMTPPO:
         self.num_timesteps = int(saved["num_timesteps"])
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the agent (SMT model + heads as safetensors, config and spaces as JSON)."""
-        spec = {
-            "kind": self.kind,
-            # the model's own sizes: cfg.model may differ when the agent was built on a model
-            "config": config_to_dict(dataclasses.replace(self.cfg, model=self.model.cfg)),
-            "observation_space": space_to_dict(self.observation_space),
-            "action_space": space_to_dict(self.action_space),
-            "num_timesteps": self.num_timesteps,
-        }
-        return save_checkpoint(path, _Modules(self.model, self.policy), spec)
+    def saved_module(self) -> torch.nn.Module:
+        return _Modules(self.model, self.policy)
+
+    def saved_config(self) -> TrainConfig:
+        # the model's own sizes: cfg.model may differ when the agent was built on a model
+        return dataclasses.replace(self.cfg, model=self.model.cfg)
 
     @classmethod
-    def load(
+    def _restore(
         cls,
-        path: str | os.PathLike,
-        env_fn: Callable[[], gym.Env] | None = None,
-        device: str = "auto",
+        cfg: TrainConfig,
+        env_fn: Callable[[], gym.Env] | None,
+        device: str | torch.device,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
     ) -> SMTPPO:
-        """Rebuild a saved agent; never executes code from the files."""
-        spec, tensors = read_checkpoint(path)
-        if spec.get("kind") != cls.kind:
-            raise CheckpointError(f"{path} holds a {spec.get('kind')!r} checkpoint, not an agent.")
-        with spec_fields(path):
-            cfg = config_from_dict(TrainConfig, spec["config"])
-            obs_space = space_from_dict(spec["observation_space"])
-            act_space = space_from_dict(spec["action_space"])
-        model = SMTModel(cfg.model, obs_space, act_space)
-        features = model.cell.memory_size + cfg.model.embed_dim
-        modules = _Modules(model, ActorCritic(features, act_space, cfg.ppo.hidden))
-        load_weights(modules, tensors, str(path))
-        agent = cls(model, cfg, env_fn, device, policy=modules.policy)
-        agent.num_timesteps = int(spec.get("num_timesteps", 0))
+        return cls(SMTModel(cfg.model, observation_space, action_space), cfg, env_fn, device)
+
+    @classmethod
+    def from_config(
+        cls, cfg: TrainConfig, env_fn: Callable[[], gym.Env], run_dir: Path, progress: bool
+    ) -> SMTPPO:
+        """The agent on the SMT model pretrained for ``cfg`` (into ``RUN_DIR/pretrain``, unless
+        a finished pretraining with the same settings is there already)."""
+        from agents.pretraining import pretrained_model
+
+        model, data_steps, figures = pretrained_model(cfg, run_dir, progress)
+        agent = cls(model, cfg, env_fn, cfg.device)
+        agent.data_steps, agent.summary = data_steps, figures
         return agent
 
 

@@ -13,22 +13,13 @@ import os
 import torch
 from gymnasium import spaces
 
-from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, spec_fields
-from smt_rl.config import config_from_dict
+from smt_rl.checkpoint import CheckpointError, open_checkpoint
 from smt_rl.device import resolve_device
 from smt_rl.memory import MemoryRunner
-from smt_rl.models import CELLS, StepEncoder
+from smt_rl.models import StepEncoder
 from smt_rl.models.cells import MemoryCell
 from smt_rl.smt.config import ModelConfig
-from smt_rl.spaces import space_from_dict
-
-# checkpoint kind -> (where its model config sits in checkpoint.json, prefix of the SMT weights)
-_CHECKPOINT_KINDS = {
-    "smt_model": (("model",), ""),
-    "smt_ppo_agent": (("config", "model"), "smt."),
-}
-_SMT_PARTS = ("step_encoder.", "teacher.", "decoder.", "cell.")  # what an SMT model holds
-_OTHER_PARTS = {"smt_model": (), "smt_ppo_agent": ("policy.",)}  # and beside it, per kind
+from smt_rl.smt.model import SMTModel
 
 
 class PretrainedMemory(MemoryRunner):
@@ -69,38 +60,17 @@ class PretrainedMemory(MemoryRunner):
             CheckpointError: missing, corrupt, of another kind (a baseline's), or weights that do
                 not fit the config stored with them.
         """
-        spec, tensors = read_checkpoint(path)
-        kind = spec.get("kind")
-        if kind not in _CHECKPOINT_KINDS:
+        checkpoint = open_checkpoint(path)
+        prefix = checkpoint.spec.get("memory_prefix")
+        if prefix is None:
             raise CheckpointError(
-                f"{path} holds a {kind!r} checkpoint; an SMT memory loads from a pretraining "
-                "checkpoint (RUN_DIR/pretrain/checkpoint) or an smt_ppo agent (RUN_DIR/checkpoint)."
+                f"{path} holds a {checkpoint.kind!r} checkpoint, which has no SMT memory; an SMT "
+                "memory loads from a pretraining checkpoint (RUN_DIR/pretrain/checkpoint) or an "
+                "smt_ppo agent (RUN_DIR/checkpoint)."
             )
-        config_path, prefix = _CHECKPOINT_KINDS[kind]
-        with spec_fields(path):
-            model_dict = spec
-            for key in config_path:
-                model_dict = model_dict[key]
-            cfg = config_from_dict(ModelConfig, model_dict)
-            observation_space = space_from_dict(spec["observation_space"])
-            action_space = space_from_dict(spec["action_space"])
-        encoder = StepEncoder(observation_space, action_space, cfg.embed_dim)
-        cell = CELLS[cfg.cell](
-            cfg.memory_tokens, cfg.token_dim, cfg.embed_dim, hidden=cfg.cell_hidden
-        )
-        memory = cls(encoder, cell, observation_space, action_space)
-        known = tuple(prefix + p for p in _SMT_PARTS) + _OTHER_PARTS[kind]
-        unexpected = sorted(k for k in tensors if not k.startswith(known))
-        if unexpected:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit an SMT {kind} (unexpected {unexpected[:5]}): it "
-                "was saved from another architecture or altered; re-run the training."
-            )
-        wanted = {f"{prefix}step_encoder.", f"{prefix}cell."}
-        kept = {
-            k.removeprefix(prefix): v
-            for k, v in tensors.items()
-            if any(k.startswith(w) for w in wanted)
-        }
-        load_weights(memory, kept, str(path))
+        checkpoint.check_known_tensors()
+        observation_space, action_space = checkpoint.spaces()
+        model = SMTModel(checkpoint.config(ModelConfig, "model"), observation_space, action_space)
+        checkpoint.load_into(model, prefix)
+        memory = cls(model.step_encoder, model.cell, observation_space, action_space)
         return memory.to(resolve_device(device))

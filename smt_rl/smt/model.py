@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import torch
 from gymnasium import spaces
@@ -61,23 +63,37 @@ class SMTModel(nn.Module):
         return self.cell.scan(self.step_encoder(batch), batch["is_init"])
 
 
+KIND = "smt_model"  # checkpoint kind of a pretraining's model
+
+
+def save_smt_model(
+    model: SMTModel, config: dict[str, Any], folder: str | os.PathLike, **extra: Any
+) -> Path:
+    """Write ``model`` as a checkpoint folder; ``config`` is the run's config as plain data (its
+    ``model`` section must be ``model.cfg``), ``extra`` more JSON-ready fields."""
+    from smt_rl.checkpoint import write_checkpoint
+
+    return write_checkpoint(
+        folder,
+        model,
+        kind=KIND,
+        config=config,
+        observation_space=model.observation_space,
+        action_space=model.action_space,
+        memory_prefix="",
+        **extra,
+    )
+
+
 def load_smt_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SMTModel:
     """Rebuild an :class:`SMTModel` from a checkpoint folder (``RUN_DIR/checkpoint``).
 
     Raises:
         CheckpointError: missing, corrupt or foreign checkpoint, or weights that do not fit.
     """
-    from smt_rl.checkpoint import CheckpointError, load_weights, read_checkpoint, spec_fields
-    from smt_rl.config import config_from_dict
-    from smt_rl.spaces import space_from_dict
+    from smt_rl.checkpoint import open_checkpoint
 
-    spec, tensors = read_checkpoint(path)
-    if spec.get("kind") != "smt_model":
-        raise CheckpointError(f"{path} holds a {spec.get('kind')!r} checkpoint, not an SMT model.")
-    with spec_fields(path):
-        cfg = config_from_dict(ModelConfig, spec["model"])
-        obs_space = space_from_dict(spec["observation_space"])
-        act_space = space_from_dict(spec["action_space"])
-    model = SMTModel(cfg, obs_space, act_space)
-    load_weights(model, tensors, str(path))
+    checkpoint = open_checkpoint(path, kinds=(KIND,))
+    model = SMTModel(checkpoint.config(ModelConfig, "model"), *checkpoint.spaces())
+    checkpoint.load_into(model)
     return model.to(device)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from smt_rl.checkpoint import CheckpointError, save_checkpoint
+from smt_rl.checkpoint import CheckpointError
 from smt_rl.config import config_to_dict
 from smt_rl.data import TrajectoryDataset
 from smt_rl.distributed import DistContext, setup, weights_digest
@@ -30,9 +30,8 @@ from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.dmt import offline_dmt_loss
 from smt_rl.smt.evaluate import rollout_metrics
 from smt_rl.smt.losses import bptt_loss, smt_loss
-from smt_rl.smt.model import SMTModel
+from smt_rl.smt.model import SMTModel, save_smt_model
 from smt_rl.smt.phases import Phase, PhaseRunner, PhaseSettings
-from smt_rl.spaces import space_to_dict
 
 CHECKPOINT_DIR = "checkpoint"
 RESUME_FILE = "resume/state.pt"  # the unfinished run's state (removed when the run ends)
@@ -155,18 +154,6 @@ def build_phases(
             lambda b: offline_dmt_loss(model, b),
         ),
     ]
-
-
-def model_spec(model: SMTModel, cfg: PretrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    """The JSON description saved beside the weights: enough to rebuild the model."""
-    return {
-        "kind": "smt_model",
-        "config": config_to_dict(cfg),
-        "model": config_to_dict(cfg.model),
-        "observation_space": space_to_dict(model.observation_space),
-        "action_space": space_to_dict(model.action_space),
-        **extra,
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,10 +402,12 @@ class Pretraining:
         final, curve = self.evaluate()
         wall = time.perf_counter() - self.started
         model, cfg, dataset = self.model, self.cfg, self.dataset
-        save_checkpoint(
-            self.run_dir / CHECKPOINT_DIR,
+        save_smt_model(
             model,
-            model_spec(model, cfg, {"method": self.method, "env": dataset.meta["env"]}),
+            config_to_dict(cfg),
+            self.run_dir / CHECKPOINT_DIR,
+            method=self.method,
+            env=dataset.meta["env"],
         )
         first = self.metrics.get("smt", self.metrics.get("bptt", {}))
         dmt = dict(self.metrics.get("dmt", {})) if reverted is not None else {}
