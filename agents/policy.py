@@ -61,9 +61,12 @@ class _Distribution:
     def __init__(self, head: ActorCritic, out: torch.Tensor) -> None:
         self.space = head.action_space
         if head.splits:
-            self.parts = [Categorical(logits=o) for o in out.split(head.splits, -1)]
+            # no argument validation: the logits come from the network, checked inputs upstream
+            self.parts = [
+                Categorical(logits=o, validate_args=False) for o in out.split(head.splits, -1)
+            ]
         else:
-            self.normal = Normal(out, head.log_std.exp().expand_as(out))
+            self.normal = Normal(out, head.log_std.exp().expand_as(out), validate_args=False)
 
     def sample(self) -> torch.Tensor:
         if isinstance(self.space, spaces.Box):

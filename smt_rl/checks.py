@@ -35,12 +35,12 @@ def first_nonfinite_row(value: np.ndarray | torch.Tensor) -> int | None:
     """Index along the first dim of the first row holding NaN or +-inf (None: all finite, or an
     integer/bool dtype that cannot hold them)."""
     if isinstance(value, torch.Tensor):
-        if not value.is_floating_point():
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
             return None
         bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(-1)
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
     array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.floating):
+    if not np.issubdtype(array.dtype, np.floating) or np.isfinite(array).all():
         return None
     bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(-1)
     return int(np.flatnonzero(bad)[0]) if bad.any() else None

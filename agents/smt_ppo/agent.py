@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from smt_rl.spaces import (
 AgentState = MemoryState  # what predict() takes and returns between calls
 
 DATASET_KEYS = (*STEP_INPUT_KEYS, "action", "next")  # a rollout's steps in the dataset layout
+AGENT_KEYS = ("x", "prev", "memory", "action", "logp", "value", "bootstrap")  # and the agent's
 
 
 class _Modules(torch.nn.Module):
@@ -302,7 +304,8 @@ class SMTPPO(AgentBase):
         """``ppo.n_steps`` steps of every environment: the rollout ``(T, N)`` in the dataset
         layout plus what the agent computed (``x``, ``prev``, ``memory``, ``logp``, ``value``,
         ``bootstrap``), and V of the observation after its last step ``(N,)``."""
-        steps = []
+        inputs_seen: list[TensorDict] = []  # the step inputs (N,) of each step
+        computed: dict[str, list] = defaultdict(list)  # what the agent and the envs gave
         for _ in range(self.cfg.ppo.n_steps):
             inputs = self._observe(loop.observations, loop.memory, loop.starts)
             x, prev, memory = self.memory.transition(inputs, loop.memory.memory)
@@ -315,43 +318,55 @@ class SMTPPO(AgentBase):
             done = terminated | truncated
             finals = _final_observations(info, done)
             loop.stats.record(reward, done, _final_successes(info, done))
-            reward_t = torch.as_tensor(reward, dtype=torch.float32)
+            reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
             check_finite(
                 {"reward": reward_t},
                 lambda i, t=inputs["step_count"]: f"env {i}, episode step {int(t[i])}",
             )
             action = action.to(loop.memory.prev_action.dtype)
-            inputs.update(
-                {
-                    "x": x,
-                    "prev": prev,
-                    "memory": memory,
-                    "action": action,
-                    "logp": logp,
-                    "value": value,
-                    "bootstrap": self._truncation_bootstrap(
-                        finals, truncated, memory, action, reward_t, inputs["step_count"]
-                    ),
-                    "next": {
-                        "observation": self._next_observations(observations, finals),
-                        "reward": reward_t.to(self.device),
-                        "terminated": torch.as_tensor(terminated, device=self.device),
-                        "truncated": torch.as_tensor(truncated, device=self.device),
-                        "done": torch.as_tensor(done, device=self.device),
-                    },
-                }
+            step_count = inputs["step_count"]
+            bootstrap = self._truncation_bootstrap(
+                finals, truncated, memory, action, reward_t, step_count
             )
-            steps.append(inputs)
+            inputs_seen.append(inputs)
+            for key, value_ in (
+                ("x", x),
+                ("prev", prev),
+                ("memory", memory),
+                ("action", action),
+                ("logp", logp),
+                ("value", value),
+                ("bootstrap", bootstrap),
+                ("next_observation", self._next_observations(observations, finals)),
+                ("reward", reward_t),
+                ("terminated", terminated),
+                ("truncated", truncated),
+                ("done", done),
+            ):
+                computed[key].append(value_)
             loop.observations = observations
-            loop.memory = MemoryState(
-                memory, action, reward_t.to(self.device), inputs["step_count"] + 1
-            )
+            loop.memory = MemoryState(memory, action, reward_t, step_count + 1)
             loop.starts = torch.as_tensor(done, device=self.device)
             self.num_timesteps += envs.num_envs
             bar.update(envs.num_envs)
         inputs = self._observe(loop.observations, loop.memory, loop.starts)
         x, _, memory = self.memory.transition(inputs, loop.memory.memory)
-        return torch.stack(steps), self.policy.value(policy_features(memory, x))
+        return self._rollout(inputs_seen, computed), self.policy.value(policy_features(memory, x))
+
+    def _rollout(self, inputs: list[TensorDict], computed: dict[str, list]) -> TensorDict:
+        """The steps of a rollout as one TensorDict ``(T, N)`` (see :meth:`_collect_rollout`)."""
+        rollout = torch.stack(inputs)
+        stack = {
+            k: torch.stack(v)
+            if torch.is_tensor(v[0]) or isinstance(v[0], TensorDict)
+            else torch.as_tensor(np.stack(v), device=self.device)
+            for k, v in computed.items()
+        }
+        rollout.update({k: stack.pop(k) for k in AGENT_KEYS})
+        rollout["next"] = TensorDict(
+            {k.removeprefix("next_"): v for k, v in stack.items()}, batch_size=rollout.batch_size
+        )
+        return rollout
 
     def _next_observations(self, observations: Any, finals: dict[int, Any]) -> Any:
         """``o_{t+1}`` of every environment as a tensor ``(N, ...)``: the final observation of an
@@ -381,9 +396,7 @@ class SMTPPO(AgentBase):
             return bootstrap
         rows = torch.tensor(index, device=self.device)
         observations = stack_observations([finals[i] for i in index], self.observation_space)
-        state = MemoryState(
-            memory[rows], action[rows], reward.to(self.device)[rows], step_count[rows] + 1
-        )
+        state = MemoryState(memory[rows], action[rows], reward[rows], step_count[rows] + 1)
         starts = torch.zeros(len(index), dtype=torch.bool, device=self.device)
         x, _, after = self.memory.transition(
             self._observe(observations, state, starts), state.memory
