@@ -1,4 +1,4 @@
-"""The teacher keeps learning during RL (``dmt.teacher: continued``).
+"""The teacher keeps learning during RL (``online_teacher.enabled: true``).
 
 The agent's finished episodes are kept in a small buffer in the dataset's key layout, and the
 teacher encoder and predictive decoder take a few steps of their predictive loss on them after each

@@ -5,13 +5,12 @@ actor and critic read ``[sg(m_t), sg(x_t)]``. Each rollout stores the memory the
 so PPO trains on shuffled single steps. After each rollout the teacher labels every visited
 history (each environment's whole current episode, across rollout boundaries), and the memory cell
 learns ``f(sg(m^s_{t-1}), x_t) -> m*_t`` on a replay of recent on-policy steps (DAgger). The
-teacher is frozen, or (``dmt.teacher: continued``) keeps learning its predictive loss on the
+teacher is frozen, or (``online_teacher.enabled: true``) keeps learning its predictive loss on the
 agent's finished episodes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -115,8 +114,9 @@ class SMTPPO:
 
     Args:
         model: the SMT model (its step encoder stays frozen, its teacher too unless
-            ``dmt.teacher`` is ``continued``; DMT trains its cell).
-        cfg: the train config (``ppo``, ``dmt``, ``env.num_envs``, ``seed`` are read).
+            ``online_teacher.enabled``; DMT trains its cell).
+        cfg: the train config (``ppo``, ``onpolicy_dmt``, ``online_teacher``, ``env.num_envs``,
+            ``seed`` are read).
         env_fn: builds one environment; needed by :meth:`learn`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         policy: actor/critic heads (new ones when None).
@@ -142,20 +142,20 @@ class SMTPPO:
         )
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.ppo.lr, eps=1e-5)
         self.cell_opt = (
-            torch.optim.SGD(model.cell.parameters(), lr=cfg.dmt.lr, momentum=0.9)
-            if cfg.dmt.optimizer == "sgd"
-            else torch.optim.AdamW(model.cell.parameters(), lr=cfg.dmt.lr)
+            torch.optim.SGD(model.cell.parameters(), lr=cfg.onpolicy_dmt.lr, momentum=0.9)
+            if cfg.onpolicy_dmt.optimizer == "sgd"
+            else torch.optim.AdamW(model.cell.parameters(), lr=cfg.onpolicy_dmt.lr)
         )
-        self.replay = _Replay(cfg.dmt.replay_size)
+        self.replay = _Replay(cfg.onpolicy_dmt.replay_size)
         self.online_teacher = (
             OnlineTeacher(
                 model,
                 cfg.smt,
-                cfg.dmt.teacher_lr,
-                cfg.dmt.teacher_batch_episodes,
-                cfg.dmt.teacher_buffer_episodes,
+                cfg.online_teacher.lr,
+                cfg.online_teacher.batch_episodes,
+                cfg.online_teacher.buffer_episodes,
             )
-            if cfg.dmt.teacher == "continued"
+            if cfg.online_teacher.enabled
             else None
         )
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -413,12 +413,12 @@ class SMTPPO:
                     x_next, _, m_next = self._advance(inputs, state)
                     last_value = self.policy.value(self._features(m_next, x_next))
                 metrics = self._ppo_update(batch, last_value)
-                if self.cfg.dmt.enabled:
+                if self.cfg.onpolicy_dmt.enabled:
                     metrics.update(self._dmt_update(batch, where))
                 if self.online_teacher is not None:
                     metrics.update(
                         self.online_teacher.update(
-                            self.cfg.dmt.teacher_updates_per_rollout, self.generator, self.device
+                            self.cfg.online_teacher.updates_per_rollout, self.generator, self.device
                         )
                     )
                 metrics["rollout/return_mean"] = (
@@ -566,16 +566,19 @@ class SMTPPO:
             teacher_prev.flatten(0, 1),
         )
         losses = []
-        for _ in range(self.cfg.dmt.updates_per_rollout):
-            sample = self.replay.sample(self.cfg.dmt.batch_size, self.generator)
+        for _ in range(self.cfg.onpolicy_dmt.updates_per_rollout):
+            sample = self.replay.sample(self.cfg.onpolicy_dmt.batch_size, self.generator)
             # DAgger term: from the states the agent actually reached; anchor term: from the
             # teacher's own previous label (SMT's dynamics loss), which keeps f on the teacher's
             # manifold (DAgger alone drifted away and diverged in tests)
             pred = self.model.cell.step(sample["prev"], sample["x"])
             loss = (pred - sample["label"]).pow(2).mean()
-            if self.cfg.dmt.anchor_coef > 0:
+            if self.cfg.onpolicy_dmt.anchor_coef > 0:
                 anchored = self.model.cell.step(sample["teacher_prev"], sample["x"])
-                loss = loss + self.cfg.dmt.anchor_coef * (anchored - sample["label"]).pow(2).mean()
+                loss = (
+                    loss
+                    + self.cfg.onpolicy_dmt.anchor_coef * (anchored - sample["label"]).pow(2).mean()
+                )
             self.cell_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.cell.parameters(), 1.0)
@@ -663,7 +666,7 @@ class SMTPPO:
         spec = {
             "kind": "smt_ppo_agent",
             # the model's own sizes: cfg.model may differ when the agent was built on a model
-            "config": config_to_dict(dataclasses.replace(self.cfg, model=self.model.cfg)),
+            "config": config_to_dict(self.cfg.model_copy(update={"model": self.model.cfg})),
             "observation_space": space_to_dict(self.observation_space),
             "action_space": space_to_dict(self.action_space),
             "num_timesteps": self.num_timesteps,
@@ -682,7 +685,7 @@ class SMTPPO:
         if spec.get("kind") != "smt_ppo_agent":
             raise CheckpointError(f"{path} holds a {spec.get('kind')!r} checkpoint, not an agent.")
         with spec_fields(path):
-            cfg = config_from_dict(TrainConfig, spec["config"])
+            cfg = config_from_dict(TrainConfig, spec["config"], migrate=True)
             obs_space = space_from_dict(spec["observation_space"])
             act_space = space_from_dict(spec["action_space"])
         model = SMTModel(cfg.model, obs_space, act_space)

@@ -468,7 +468,7 @@ class GRUPPOAgent:
                 "with the agent class of its kind."
             )
         with spec_fields(path):
-            cfg = config_from_dict(TrainConfig, spec["config"])
+            cfg = config_from_dict(TrainConfig, spec["config"], migrate=True)
             observation_space = space_from_dict(spec["observation_space"])
             action_space = space_from_dict(spec["action_space"])
         agent = cls(

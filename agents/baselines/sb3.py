@@ -399,7 +399,7 @@ class _SB3Agent:
                 "with the class that saved it (see agents.baselines.BASELINE_KINDS)."
             )
         with spec_fields(path):
-            cfg = config_from_dict(TrainConfig, spec["config"])
+            cfg = config_from_dict(TrainConfig, spec["config"], migrate=True)
             observation_space = space_from_dict(spec["observation_space"])
             action_space = space_from_dict(spec["action_space"])
         agent = cls(

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from smt_rl.checkpoint import CheckpointError, save_checkpoint
-from smt_rl.config import config_to_dict
+from smt_rl.config import config_to_dict, migrate_renamed
 from smt_rl.data import TrajectoryDataset
 from smt_rl.device import autocast
 from smt_rl.distributed import DistContext, setup, weights_digest
@@ -146,7 +146,10 @@ def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[s
     if not path.is_file():
         return None
     state = safe_torch_load(path, CheckpointError, "delete it to restart the run from scratch.")
-    if state.get("config") != _pretrain_identity(cfg) or state.get("method") != method:
+    stored = state.get("config")
+    if isinstance(stored, dict):  # an earlier version's state: its renamed keys move
+        stored = migrate_renamed(stored)
+    if stored != _pretrain_identity(cfg) or state.get("method") != method:
         raise CheckpointError(
             f"{run_dir} holds an unfinished run with another config or method; resume it with "
             f"`smt-rl pretrain --resume {run_dir}`, choose another out=, or delete {path}."
@@ -165,7 +168,8 @@ class _PhaseLoss(nn.Module):
         return self.loss_fn(batch)
 
 
-PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
+# what decides a pretraining's result
+PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "offline_dmt", "seed")
 
 
 def _pretrain_identity(cfg: PretrainConfig) -> dict[str, Any]:
@@ -252,7 +256,7 @@ def pretrain_on_dataset(
     model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space)
     model.decoder.reward_scale.fill_(dataset.reward_scale())
     model = model.to(device)
-    smt = cfg.smt
+    smt, offline = cfg.smt, cfg.offline_dmt
     # the phases in order: (name, updates, trained parameters, peak lr, loss)
     phases = (
         [
@@ -265,9 +269,9 @@ def pretrain_on_dataset(
             ),
             (
                 "dmt",
-                smt.dmt_updates,
+                offline.updates,
                 list(model.cell.parameters()),
-                smt.dmt_lr,
+                offline.lr,
                 lambda b: dmt_offline_loss(model, b),
             ),
         ]
@@ -422,9 +426,9 @@ def pretrain_on_dataset(
             carry["phase"] = index + 1
     smt_metrics = carry["metrics"].get("smt", carry["metrics"].get("bptt", {}))
     dmt_metrics: dict[str, float] = {}
-    if method == "smt" and smt.dmt_updates > 0:
+    if method == "smt" and offline.updates > 0:
         dmt_metrics = dict(carry["metrics"]["dmt"])
-        reverted = smt.dmt_revert_if_worse and _held_out_score(dmt_metrics) > _held_out_score(
+        reverted = offline.revert_if_worse and _held_out_score(dmt_metrics) > _held_out_score(
             smt_metrics
         )
         reverted = ctx.broadcast(reverted)  # rank 0 evaluated: every rank follows its choice
@@ -454,7 +458,7 @@ def pretrain_on_dataset(
         "dataset_episodes": dataset.num_episodes,
         "dataset_steps": dataset.num_steps,
         "updates": smt.updates,
-        "dmt_updates": smt.dmt_updates if method == "smt" else 0,
+        "dmt_updates": offline.updates if method == "smt" else 0,
         "num_params": sum(p.numel() for p in model.parameters()),
         "wall_s": round(wall, 3),
         **{k: v for k, v in smt_metrics.items() if k.startswith("loss/")},
