@@ -168,11 +168,10 @@ def migrate_renamed(data: Mapping) -> dict[str, Any]:
             value = parent.pop(last)
             if isinstance(value, str):
                 value = RENAMED_VALUES.get(old, {}).get(value, value)
-            *head, last = new.split(".")
+            *new_head, new_last = new.split(".")
             if value != {}:  # an old section emptied by the moves above is dropped
-                functools.reduce(lambda d, k: d.setdefault(k, {}), head, data).setdefault(
-                    last, value
-                )
+                section = functools.reduce(lambda d, k: d.setdefault(k, {}), new_head, data)
+                section.setdefault(new_last, value)
     return data
 
 
@@ -186,36 +185,35 @@ def apply_overrides(
         raise ConfigError(f"overrides must be a list of 'key=value' strings, not {overrides!r}")
     tree = _with_defaults(cls, data or {}) if cls else copy.deepcopy(dict(data or {}))
     for override in overrides:
-        key, sep, text = str(override).partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(p and p.strip() == p for p in parts):
-            raise ConfigError(
-                f"override {override!r}: no '=' or an empty key part; write key=value with a "
-                "dotted key, e.g. seed=1 or env.kwargs.length=50"
-            )
-        tp = _annotation_at(cls, parts) if cls else Any
-        value = text if str in _arms(tp) else _yaml(text, f"override {override!r}")
-        if type(None) in _arms(tp) and text.strip() in ("", "~", "null", "Null", "NULL"):
-            value = None
-        _set(tree, parts, value, tp, override)
+        parts, value = _parse_override(str(override), cls)
+        node = tree
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"override {override!r}: {where!r} holds {_show(node)}, not keys")
+        _merge(node, {parts[-1]: value}, _annotation_at(cls, parts[:-1]) if cls else Any)
     return tree
 
 
-def _set(tree: dict[str, Any], parts: Sequence[str], value: Any, tp: Any, override: str) -> None:
-    """Put ``value`` at ``parts`` of ``tree``; a mapping given to a section merges into it."""
-    for i, part in enumerate(parts[:-1]):
-        tree = tree.setdefault(part, {})
-        if not isinstance(tree, dict):
-            where = ".".join(parts[: i + 1])
-            raise ConfigError(f"override {override!r}: {where!r} holds {_show(tree)}, not keys")
-    if _is_model(tp) and isinstance(value, Mapping) and isinstance(tree.get(parts[-1]), dict):
-        _merge(tree[parts[-1]], value, tp)
-    else:
-        tree[parts[-1]] = value
+def _parse_override(override: str, cls: type[BaseModel] | None) -> tuple[list[str], Any]:
+    """The key parts and the value of ``a.b=value``: YAML, or the raw text for a str field."""
+    key, sep, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(p and p.strip() == p for p in parts):
+        raise ConfigError(
+            f"override {override!r}: no '=' or an empty key part; write key=value with a dotted "
+            "key, e.g. seed=1 or env.kwargs.length=50"
+        )
+    arms = _arms(_annotation_at(cls, parts) if cls else Any)
+    if type(None) in arms and text.strip() in ("", "~", "null", "Null", "NULL"):
+        return parts, None
+    return parts, text if str in arms else _yaml(text, f"override {override!r}")
 
 
-def _merge(dst: dict[str, Any], src: Mapping, cls: type[BaseModel]) -> dict[str, Any]:
-    """Lay ``src`` over ``dst`` in place: sections merge key by key, other values replace."""
+def _merge(dst: dict[str, Any], src: Mapping, cls: Any) -> dict[str, Any]:
+    """Lay ``src`` over ``dst`` (the data of a ``cls``) in place: sections merge key by key, other
+    values (free-form dicts included) replace."""
     for key, value in src.items():
         sub = _annotation_at(cls, [key])
         if _is_model(sub) and isinstance(value, Mapping) and isinstance(dst.get(key), dict):
@@ -318,15 +316,10 @@ def describe_config(cls: type[BaseModel]) -> str:
     """Every dotted key of ``cls``, one a line: ``key  type  default  # description``; each
     section has a line of its own, without a default, before its keys."""
     defaults = config_to_dict(cls())
-    rows = [
-        (
-            key,
-            _type_name(tp),
-            "" if _is_model(tp) else _flow(_lookup(defaults, key.split("."))),
-            doc,
-        )
-        for key, tp, doc in _keys(cls)
-    ]
+    rows = []
+    for key, tp, doc in _keys(cls):
+        default = "" if _is_model(tp) else _flow(_lookup(defaults, key.split(".")))
+        rows.append((key, _type_name(tp), default, doc))
     wk, wt, wd = (min(max(len(row[i]) for row in rows), cap) for i, cap in enumerate((40, 20, 22)))
     return "\n".join(f"{k:<{wk}}  {t:<{wt}}  {d:<{wd}}  # {doc}" for k, t, d, doc in rows)
 
