@@ -176,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from smt_rl.smt.config import PretrainConfig
 
                 print(describe_config(PretrainConfig))
+                print(
+                    "# config files may also hold the agent's sections (`smt-rl train "
+                    "--list-keys`): pretrain checks them and ignores them"
+                )
                 return 0
             from agents.pipeline import pretrain
 

@@ -92,6 +92,23 @@ def _resolve_config(cls: type, config: Any, overrides: Sequence[str]) -> Any:
     return load_config(cls, config, overrides)
 
 
+def _pretrain_config(config: Any, overrides: Sequence[str]) -> PretrainConfig:
+    """``pretrain``'s config. Config files hold the agent's sections too: a file is read with the
+    train schema (a typo anywhere is caught) and its pretraining part kept; the overrides are
+    checked against the pretraining keys alone."""
+    agent_keys = set(TrainConfig.model_fields) - set(PretrainConfig.model_fields)
+    for override in overrides:
+        key = str(override).partition("=")[0].strip()
+        if key.split(".")[0] in agent_keys:
+            raise ConfigError(
+                f"override {override!r}: {key!r} is a key of `smt-rl train` (the agent), which "
+                "pretrain does not use; drop it, or run smt-rl train."
+            )
+    full = config if isinstance(config, PretrainConfig) else load_config(TrainConfig, config)
+    kept = {k: v for k, v in config_to_dict(full).items() if k in PretrainConfig.model_fields}
+    return config_from_dict(PretrainConfig, apply_overrides(kept, overrides, cls=PretrainConfig))
+
+
 def _dataset_for(cfg: PretrainConfig, run_dir: Path, progress: bool) -> TrajectoryDataset:
     """The dataset ``data.path`` names, or one collected into ``RUN_DIR/data`` (reused if there)."""
     wanted = env_description(cfg.env.id, cfg.env.kwargs, cfg.env.entry_point)
@@ -160,9 +177,7 @@ def pretrain(
     Returns:
         The run's summary (also in ``RUN_DIR/summary.json``).
     """
-    # configs/*.yaml hold the agent's sections too: read them with the full train schema
-    cls = type(config) if isinstance(config, PretrainConfig) else TrainConfig
-    cfg = _resolve_config(cls, config, overrides)
+    cfg = _pretrain_config(config, overrides)
     run_dir = Path(cfg.out)
     # a missing or foreign dataset fails before anything is written; so does a task that cannot
     # be built (bad env.id / env.kwargs, unsupported spaces) when the data is still to collect
@@ -221,7 +236,7 @@ def finished_pretraining(cfg: PretrainConfig, folder: Path) -> dict[str, Any] | 
     spec = _checkpoint_spec(spec_path)
     # read back through the schema: keys added since that run take their defaults (the behaviour
     # the run had), so a pretraining stays reusable across versions
-    stored = config_to_dict(config_from_dict(type(cfg), spec["config"]))
+    stored = config_to_dict(config_from_dict(type(cfg), spec["config"], migrate=True))
     wanted = config_to_dict(cfg)
     differ = [
         key

@@ -3,10 +3,12 @@
 Variants (each a full ``smt-rl train`` run with the same seed, budget and dataset):
 
 - ``full``: SMT pretraining, offline DMT, PPO with on-policy DMT (the config as written);
-- ``frozen_memory``: SMT + offline DMT, then the memory is frozen during RL (``dmt.enabled=false``);
+- ``frozen_memory``: SMT + offline DMT, then the memory is frozen during RL
+  (``onpolicy_dmt.enabled=false``);
 - ``no_dmt``: SMT only, no DMT at all (neither offline nor on-policy);
 - ``dmt_alone``: no SMT pretraining; the teacher learns online from the agent's episodes and the
-  memory only by on-policy DMT (``smt.updates=0 dmt.teacher=continued``);
+  memory only by on-policy DMT (``smt.updates=0 offline_dmt.updates=0
+  online_teacher.enabled=true``);
 - ``random_memory``: an untrained memory cell, frozen (the floor: what PPO gets from a random
   recurrent feature map plus the current step's embedding).
 
@@ -30,10 +32,10 @@ from pathlib import Path
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
-    "frozen_memory": ["dmt.enabled=false"],
-    "no_dmt": ["dmt.enabled=false", "smt.dmt_updates=0"],
-    "dmt_alone": ["smt.updates=0", "smt.dmt_updates=0", "dmt.teacher=continued"],
-    "random_memory": ["smt.updates=0", "smt.dmt_updates=0", "dmt.enabled=false"],
+    "frozen_memory": ["onpolicy_dmt.enabled=false"],
+    "no_dmt": ["onpolicy_dmt.enabled=false", "offline_dmt.updates=0"],
+    "dmt_alone": ["smt.updates=0", "offline_dmt.updates=0", "online_teacher.enabled=true"],
+    "random_memory": ["smt.updates=0", "offline_dmt.updates=0", "onpolicy_dmt.enabled=false"],
 }
 KEYS = ("eval/success_rate", "eval/return_mean", "eval/return_std", "env_steps", "wall_s")
 

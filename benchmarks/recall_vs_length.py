@@ -220,7 +220,8 @@ def main() -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="extra pretrain overrides for every run (recorded in the row), e.g. smt.dmt_lr=1e-4",
+        help="extra pretrain overrides for every run (recorded in the row), e.g. "
+        "offline_dmt.lr=1e-4",
     )
     parser.add_argument("--val-max-episodes", type=int, default=128)
     parser.add_argument("--data-dir", default="/tmp/smt_rl_bench/recall_data")
@@ -287,7 +288,7 @@ def main() -> None:
                     f"data.path={data}",
                     f"data.val_max_episodes={args.val_max_episodes}",
                     f"smt.updates={train_updates}",
-                    f"smt.dmt_updates={dmt[length]}",
+                    f"offline_dmt.updates={dmt[length]}",
                     f"smt.batch_size={batch[length]}",
                     f"smt.eval_every={10**9}",  # evaluate at the end of each phase only
                     f"seed={seed}",

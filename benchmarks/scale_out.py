@@ -38,7 +38,7 @@ PRETRAIN = [
     "configs/tmaze.yaml",
     "env.kwargs.length=50",
     "smt.updates=120",
-    "smt.dmt_updates=0",
+    "offline_dmt.updates=0",
     "smt.log_every=20",
     "smt.eval_every=1000",
     "smt.checkpoint_every=0",

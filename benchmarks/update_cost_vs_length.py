@@ -41,11 +41,11 @@ from pathlib import Path
 
 import torch
 
+from agents.config import TrainConfig
 from agents.pipeline import collect
 from smt_rl.config import load_config
 from smt_rl.data import TrajectoryDataset
 from smt_rl.device import autocast, resolve_device
-from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.losses import bptt_loss, smt_loss
 from smt_rl.smt.model import SMTModel
 
@@ -107,7 +107,7 @@ def run_case(method: str, data: str, batch_size: int, repeats: int, warmup: int,
     """Time and measure ``method``'s update on one fixed batch; returns a JSON-able dict."""
     torch.set_num_threads(1)
     device = resolve_device(device_name)
-    cfg: PretrainConfig = load_config(PretrainConfig, CONFIG, [])
+    cfg = load_config(TrainConfig, CONFIG)  # the file holds the agent's sections too
     torch.manual_seed(0)
     dataset = TrajectoryDataset(data)
     # the same batch for both methods: same dataset, same generator seed

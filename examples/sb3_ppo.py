@@ -28,7 +28,7 @@ from smt_rl.integrations import SMTMemoryWrapper
 PRETRAIN_OVERRIDES = [
     "data.episodes=500",
     "smt.updates=300",
-    "smt.dmt_updates=50",
+    "offline_dmt.updates=50",
     "smt.eval_every=1000",
     "seed=0",
 ]

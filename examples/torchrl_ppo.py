@@ -129,7 +129,7 @@ def pretrained_checkpoint(length: int, out: Path) -> Path:
         f"env.kwargs.length={length}",
         "data.episodes=500",
         "smt.updates=300",
-        "smt.dmt_updates=50",
+        "offline_dmt.updates=50",
         "smt.eval_every=1000",
         f"out={out}",
     ]

@@ -16,7 +16,7 @@ TMAZE30_PRETRAIN = [
     "env.kwargs.length=30",
     "data.episodes=500",
     "smt.updates=300",
-    "smt.dmt_updates=50",
+    "offline_dmt.updates=50",
     "smt.eval_every=1000",
     "seed=0",
 ]

@@ -24,7 +24,7 @@ TM20 = [
     "env.kwargs.length=20",
     "data.episodes=500",
     "smt.updates=200",
-    "smt.dmt_updates=50",
+    "offline_dmt.updates=50",
     "smt.eval_every=1000",
     "ppo.n_steps=64",
 ]
@@ -91,7 +91,7 @@ def test_ppo_update_never_backpropagates_into_the_memory(trained_run, monkeypatc
 
     out, _ = trained_run
     agent = SMTPPO.load(out / "checkpoint", functools.partial(make_env, TMAZE, {"length": 20}))
-    agent.cfg.dmt.enabled = False
+    agent.cfg.onpolicy_dmt.enabled = False
     seen = {}
     original = agent_module.ppo_update
 

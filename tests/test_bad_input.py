@@ -629,6 +629,32 @@ def test_undamaged_checkpoints_load(kind, tmp_path):
         load(folder)
 
 
+def _with_old_key_names(spec: dict) -> None:
+    """checkpoint.json as versions before the DMT sections were renamed wrote it."""
+    config = spec["config"]
+    offline = config.pop("offline_dmt")
+    config["smt"].update({f"dmt_{k}": v for k, v in offline.items()})
+    teacher = config.pop("online_teacher")
+    config["dmt"] = {
+        **config.pop("onpolicy_dmt"),
+        **{f"teacher_{k}": v for k, v in teacher.items() if k != "enabled"},
+        "teacher": "continued" if teacher["enabled"] else "frozen",
+    }
+
+
+@pytest.mark.parametrize("kind", ["smt_ppo_agent", "gru_ppo_agent", "sb3_ppo_agent"])
+def test_checkpoints_of_earlier_versions_load_with_their_renamed_keys(kind, tmp_path):
+    build, _, loaders = CHECKPOINT_KINDS[kind]
+    folder = build(tmp_path / "checkpoint")
+    _edit_spec(folder, _with_old_key_names)
+    for load in loaders.values():
+        agent = load(folder)
+        if hasattr(agent, "cfg"):
+            assert agent.cfg.offline_dmt.updates == TrainConfig().offline_dmt.updates
+            assert agent.cfg.onpolicy_dmt == TrainConfig().onpolicy_dmt
+            assert not agent.cfg.online_teacher.enabled
+
+
 # ---------------------------------------------------------------------- no code from files
 class _Exploit:
     """Unpickling it creates ``marker``: proof that code ran."""

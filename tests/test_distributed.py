@@ -21,7 +21,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_a_falling_loss(tmaze10_da
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "agents", "pretrain", "configs/tmaze.yaml", "env.kwargs.length=10",
-        f"data.path={data}", "smt.updates=80", "smt.dmt_updates=20", "smt.log_every=10",
+        f"data.path={data}", "smt.updates=80", "offline_dmt.updates=20", "smt.log_every=10",
         "smt.eval_every=80", "device=cpu", f"out={out}", "--no-progress",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -249,7 +249,7 @@ def test_smt_pretrains_on_a_torchrl_collected_dataset(tmp_path):
             "env.kwargs.length=3",
             f"data.path={tmp_path / 'ds'}",
             "smt.updates=5",
-            "smt.dmt_updates=2",
+            "offline_dmt.updates=2",
             "smt.eval_every=1000",
             f"out={tmp_path / 'run'}",
         ],

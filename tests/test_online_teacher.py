@@ -1,4 +1,4 @@
-"""The continued teacher (``dmt.teacher: continued``): episode layout and online learning."""
+"""The online teacher (``online_teacher.enabled: true``): episode layout and online learning."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_continued_teacher_learns_online_and_frozen_teacher_does_not(tmp_path):
         "env.kwargs.length=5",
         "data.episodes=32",
         "smt.updates=0",
-        "smt.dmt_updates=0",
+        "offline_dmt.updates=0",
         "smt.eval_every=1000",
         "total_timesteps=6144",
         "ppo.n_steps=64",
@@ -110,9 +110,9 @@ def test_continued_teacher_learns_online_and_frozen_teacher_does_not(tmp_path):
         [
             *common,
             f"out={continued}",
-            "dmt.teacher=continued",
-            "dmt.teacher_lr=0.003",
-            "dmt.teacher_updates_per_rollout=8",
+            "online_teacher.enabled=true",
+            "online_teacher.lr=0.003",
+            "online_teacher.updates_per_rollout=8",
         ],
         progress=False,
     )

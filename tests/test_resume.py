@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [
     "env.kwargs.length=10",
     "smt.updates=240",
-    "smt.dmt_updates=120",
+    "offline_dmt.updates=120",
     "smt.log_every=5",
     "smt.eval_every=60",
     "smt.checkpoint_every=10",
@@ -128,7 +128,7 @@ def test_train_killed_twice_in_its_rl_phase_ends_as_an_uninterrupted_run(tmp_pat
     replayed to where they were; pretraining is not redone."""
     settings = [
         "configs/tmaze.yaml", "env.kwargs.length=5", "data.episodes=200", "smt.updates=40",
-        "smt.dmt_updates=10", "smt.eval_every=1000", "ppo.n_steps=32", "ppo.resume_every=2",
+        "offline_dmt.updates=10", "smt.eval_every=1000", "ppo.n_steps=32", "ppo.resume_every=2",
         "total_timesteps=8192", "eval.episodes=10", "device=cpu",
     ]  # fmt: skip
     whole, killed = tmp_path / "whole", tmp_path / "killed"

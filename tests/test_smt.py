@@ -49,7 +49,7 @@ def _overrides(data, out, **extra):
         "data.path": str(data),
         "out": str(out),
         "smt.updates": 300,
-        "smt.dmt_updates": 100,
+        "offline_dmt.updates": 100,
         "smt.eval_every": 1000,
         "data.val_max_episodes": 128,
         **extra,
@@ -175,7 +175,7 @@ def test_cli_pretrain_collects_when_no_dataset_and_checkpoints_are_checked(tmp_p
             "env.kwargs.length=5",
             "data.episodes=40",
             "smt.updates=10",
-            "smt.dmt_updates=5",
+            "offline_dmt.updates=5",
             "smt.eval_every=5",
             "smt.log_every=5",
             f"out={out}",
@@ -214,8 +214,6 @@ def test_cli_pretrain_collects_when_no_dataset_and_checkpoints_are_checked(tmp_p
 def test_predictive_loss_weights_each_term_as_configured(tmaze50):
     """c_far, c_term and c_obs scale exactly their own terms (a task whose episodes end at a fixed
     step can switch the termination target off)."""
-    from dataclasses import replace
-
     from smt_rl.smt.losses import predictive_loss
 
     ds = TrajectoryDataset(tmaze50)
@@ -232,7 +230,7 @@ def test_predictive_loss_weights_each_term_as_configured(tmaze50):
             (1.0, 0.0, 1.0),
             (1, 1, 0.5),
         ):
-            smt = replace(cfg.smt, c_term=c_term, c_far=c_far, c_obs=c_obs)
+            smt = cfg.smt.model_copy(update={"c_term": c_term, "c_far": c_far, "c_obs": c_obs})
             total, terms = predictive_loss(
                 model, memory, batch, smt, torch.Generator().manual_seed(0)
             )

@@ -21,37 +21,46 @@ is paid from the same budget as the baselines' interaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.config import ALGOS
-from smt_rl.config import load_config
+from pydantic import Field
+
+from agents.config import ALGOS, Algo
+from smt_rl.config import ConfigModel, Count, load_config
 from smt_rl.errors import ConfigError
 
 SUITES_DIR = Path("configs") / "suites"
 
 
-@dataclass
-class SuiteTask:
+class SuiteTask(ConfigModel):
     """One task of a suite."""
 
-    name: str = ""  # label of the task in tables, plots and run folders
-    config: str = ""  # train config file of the task (path relative to the working directory)
-    budget: int = 100_000  # env steps per run, every method (smt_ppo: logged data + RL)
-    memory_length: int | None = None  # steps between cue and use, for the memory-length plot
-    overrides: list[str] = field(default_factory=list)  # key=value applied to every method
-    method_overrides: dict[str, list[str]] = field(default_factory=dict)  # per method: key=value
+    name: str = Field("", description="label of the task in tables, plots and run folders")
+    config: str = Field("", description="train config file of the task (relative to the cwd)")
+    budget: Count = Field(
+        100_000, description="env steps per run, every method (smt_ppo: logged data + RL)"
+    )
+    memory_length: int | None = Field(
+        None, ge=0, description="steps between cue and use: x axis of the memory-length plot"
+    )
+    overrides: list[str] = Field(
+        default_factory=list, description="key=value overrides applied to every method"
+    )
+    method_overrides: dict[Algo, list[str]] = Field(
+        default_factory=dict, description="per method: key=value overrides of that method alone"
+    )
 
 
-@dataclass
-class SuiteConfig:
+class SuiteConfig(ConfigModel):
     """``smt-rl benchmark SUITE``: methods x tasks x seeds."""
 
-    name: str = ""  # suite name (table titles)
-    out: str = "runs/benchmarks"  # root folder of the runs and results
-    seeds: int = 3  # seeds 0 .. seeds-1 per (task, method)
-    methods: list[str] = field(default_factory=lambda: list(ALGOS))  # algos to compare
-    tasks: list[SuiteTask] = field(default_factory=list)  # the tasks
+    name: str = Field("", description="suite name (table titles)")
+    out: str = Field("runs/benchmarks", description="root folder of the runs and results")
+    seeds: Count = Field(3, description="seeds 0 .. seeds-1 per (task, method)")
+    methods: list[Algo] = Field(
+        default_factory=lambda: list(ALGOS), min_length=1, description="algos to compare"
+    )
+    tasks: list[SuiteTask] = Field(default_factory=list, description="the tasks")
 
 
 def suite_path(suite: str) -> Path:
@@ -74,13 +83,6 @@ def load_suite(suite: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite
     cfg = load_config(SuiteConfig, suite_path(suite), list(overrides))
     if not cfg.tasks:
         raise ConfigError(f"suite {suite!r}: `tasks` is empty; list at least one task.")
-    if cfg.seeds < 1:
-        raise ConfigError(f"suite {suite!r}: `seeds` must be >= 1, got {cfg.seeds}.")
-    bad = [m for m in cfg.methods if m not in ALGOS]
-    if bad or not cfg.methods:
-        raise ConfigError(
-            f"suite {suite!r}: `methods` {bad or '[]'} unknown; choose from {', '.join(ALGOS)}."
-        )
     names = [t.name for t in cfg.tasks]
     for i, task in enumerate(cfg.tasks):
         where = f"suite {suite!r}: tasks[{i}]"
@@ -90,12 +92,5 @@ def load_suite(suite: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite
             raise ConfigError(
                 f"{where}.config {task.config!r} is not a file (paths are relative "
                 "to the working directory: run from the repository root)."
-            )
-        if task.budget < 1:
-            raise ConfigError(f"{where}.budget must be a positive number of env steps.")
-        extra = sorted(set(task.method_overrides) - set(ALGOS))
-        if extra:
-            raise ConfigError(
-                f"{where}.method_overrides names {extra}; methods are {', '.join(ALGOS)}."
             )
     return cfg

@@ -3,155 +3,154 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from smt_rl.config import check_bounds
+from pydantic import Field, model_validator
+
+from smt_rl.config import ConfigModel, Count, Fraction, NonNegative, NonNegativeInt
 from smt_rl.errors import ConfigError
 
 
-@dataclass
-class EnvConfig:
+class EnvConfig(ConfigModel):
     """Which task the data comes from."""
 
-    id: str | None = "smt_rl/PassiveTMaze-v0"  # registered gymnasium id (or a name for entry_point)
-    kwargs: dict[str, Any] = field(default_factory=dict)  # environment constructor arguments
-    entry_point: str | None = None  # "package.module:Class" of your own env (instead of the id)
-    num_envs: int = 8  # environments stepped together by the agent (collection: data.num_envs)
+    id: str | None = Field(
+        "smt_rl/PassiveTMaze-v0", description="registered gymnasium id (or a name for entry_point)"
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the environment's constructor"
+    )
+    entry_point: str | None = Field(
+        None, description='"package.module:Class" of your own env, used instead of the id'
+    )
+    num_envs: Count = Field(8, description="environments the agent steps together")
 
 
-@dataclass
-class DataConfig:
+class DataConfig(ConfigModel):
     """The logged trajectories SMT learns from."""
 
-    path: str | None = None  # dataset folder; None: collect into RUN_DIR/data first
-    episodes: int = 2000  # episodes to collect when path is None
-    num_envs: int = 8  # environments stepped together while collecting
-    policy: str = "random"  # behaviour policy for collection
-    vectorization: Literal["sync", "async"] = "sync"  # sync: envs stepped in this process;
-    # async: one worker process per env (gymnasium AsyncVectorEnv), for envs with costly steps
-    val_fraction: float = 0.1  # share of episodes held out for rollout/probe evaluation
-    val_max_episodes: int = 256  # at most this many held-out episodes are evaluated
+    path: str | None = Field(None, description="dataset folder; null: collect into RUN_DIR/data")
+    episodes: Count = Field(2000, description="episodes to collect when path is null")
+    num_envs: Count = Field(8, description="environments stepped together while collecting")
+    policy: str = Field("random", description="behaviour policy of the collection")
+    vectorization: Literal["sync", "async"] = Field(
+        "sync", description="sync: envs in this process; async: a process per env (costly steps)"
+    )
+    val_fraction: Fraction = Field(
+        0.1, description="share of episodes held out for the rollout and probe evaluation"
+    )
+    val_max_episodes: NonNegativeInt = Field(
+        256, description="at most this many held-out episodes are evaluated (bounds eval time)"
+    )
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(ConfigModel):
     """Sizes of the step encoder, teacher, decoder and memory cell."""
 
-    embed_dim: int = 64  # D, width of the step embedding x_t
-    memory_tokens: int = 4  # K, memory tokens
-    token_dim: int = 16  # d, width of each memory token (memory size Z = K * d)
-    teacher_width: int = 64  # attention width of the teacher encoder
-    teacher_layers: int = 2  # attention blocks of the teacher encoder
-    teacher_heads: int = 4  # attention heads of the teacher encoder
-    teacher_rope: bool = False  # rotary position embeddings in the teacher attention (off: no
-    # gain on RepeatPrevious, and on-policy drift at T-maze 20 rose from ~0.02 to 0.05)
-    context: int = 1024  # Tc, steps each teacher step attends to (itself included)
-    decoder_hidden: int = 128  # MLP width of the predictive decoder
-    horizon: int = 1  # Tf, future steps predicted from each memory
-    cell: Literal["gated", "transformer", "gru"] = "gated"  # memory cell of the student
-    cell_hidden: int = 256  # hidden width of the memory cell
-    far_context: bool = False  # the far target's reward predictor also reads the step input at its
-    # target step (what the agent sees there): the memory must then hold what that reward depends
-    # on given the view, e.g. MiniGrid-Memory's start object when facing an end object
+    embed_dim: Count = Field(64, description="D, width of the step embedding x_t")
+    memory_tokens: Count = Field(4, description="K, tokens of the memory state")
+    token_dim: Count = Field(16, description="d, width of a memory token (memory size Z = K * d)")
+    teacher_width: Count = Field(64, description="attention width of the teacher encoder")
+    teacher_layers: Count = Field(2, description="attention blocks of the teacher encoder")
+    teacher_heads: Count = Field(4, description="attention heads of the teacher (divide the width)")
+    teacher_rope: bool = Field(
+        False, description="rotary position embeddings in the teacher attention"
+    )
+    context: Count = Field(1024, description="Tc, steps each teacher step attends to (itself too)")
+    decoder_hidden: Count = Field(128, description="MLP width of the predictive decoder")
+    horizon: Count = Field(1, description="Tf, future steps predicted from each memory")
+    cell: Literal["gated", "transformer", "gru"] = Field(
+        "gated", description="memory cell of the student (what the agent runs step by step)"
+    )
+    cell_hidden: Count = Field(256, description="hidden width of the memory cell")
+    far_context: bool = Field(
+        False,
+        description="the far reward predictor also reads the step input at its target step, so "
+        "the memory holds what that reward depends on given the view there",
+    )
 
-
-@dataclass
-class SMTConfig:
-    """Optimisation of the joint SMT phase and the offline DMT phase that follows it."""
-
-    updates: int = 1500  # joint teacher + memory updates
-    batch_size: int = 32  # sequences per update
-    seq_len: int = 1024  # longest sequence per batch (whole episodes when they fit)
-    lr: float = 1e-3  # AdamW learning rate (peak)
-    weight_decay: float = 1e-4  # AdamW weight decay
-    warmup: int = 100  # linear warm-up updates, then cosine decay to 10% of lr
-    grad_clip: float = 1.0  # max global gradient norm
-    c_pred: float = 1.0  # weight of the predictive loss
-    c_dyn: float = 0.1  # weight of the one-step dynamics loss ||f(m*_{t-1}, x_t) - m*_t||^2
-    c_unif: float = 0.001  # weight of the uniformity loss on teacher memories
-    c_far: float = 1.0  # weight of the far reward target inside the predictive loss
-    c_term: float = 1.0  # weight of the termination target inside the predictive loss
-    c_obs: float = 1.0  # weight of the next-observation target inside the predictive loss
-    far_last_prob: float = 0.5  # chance a far target is the window's last step (else uniform)
-    dyn_input_noise: float = 0.0  # std of noise added to m*_{t-1} fed to f (robustness to drift)
-    dmt_updates: int = 250  # offline DMT updates (teacher frozen, student on its own states)
-    dmt_lr: float = 1e-4  # offline DMT learning rate (1e-3 broke a working module at length 200)
-    dmt_revert_if_worse: bool = True  # restore the pre-DMT module if held-out rollouts got worse
-    eval_every: int = 250  # updates between evaluations (rollout drift, probes)
-    log_every: int = 25  # updates between metric lines
-    checkpoint_every: int = 100  # updates between resume states (RUN_DIR/resume/state.pt; a
-    # killed run continues from the last one); 0: only at the end of each phase
-    compile: bool = False  # torch.compile the teacher (CUDA only)
-
-
-@dataclass
-class PretrainConfig:
-    """``smt-rl pretrain``: collect (if needed), SMT-pretrain, evaluate, checkpoint."""
-
-    env: EnvConfig = field(default_factory=EnvConfig)  # the task
-    data: DataConfig = field(default_factory=DataConfig)  # logged trajectories
-    model: ModelConfig = field(default_factory=ModelConfig)  # network sizes
-    smt: SMTConfig = field(default_factory=SMTConfig)  # optimisation
-    seed: int = 0  # seeds collection, sampling and initialisation
-    out: str = "runs/smt"  # run folder (config, metrics, checkpoint, summary)
-    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-
-    def __post_init__(self) -> None:
-        check_bounds(self, PRETRAIN_BOUNDS)
-        width, heads = self.model.teacher_width, self.model.teacher_heads
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        """Multi-head attention splits the width evenly between the heads."""
+        width, heads = self.teacher_width, self.teacher_heads
         if width % heads:
             raise ConfigError(
                 f"config key 'model.teacher_width' ({width}) must be divisible by "
                 f"'model.teacher_heads' ({heads}). Fix: change one of them, e.g. "
                 f"model.teacher_heads={math.gcd(width, heads)}."
             )
+        return self
 
 
-COUNT, AT_LEAST_0, FRACTION = (1, None), (0, None), (0, 1)
-# Value ranges checked when a PretrainConfig (or a TrainConfig) is built: dotted key -> (lowest,
-# highest or None), inclusive. Sizes and counts of things that must exist are >= 1; counts of
-# optional work, rates and weights are >= 0.
-PRETRAIN_BOUNDS: dict[str, tuple[float, float | None]] = {
-    "env.num_envs": COUNT,
-    **{f"data.{k}": COUNT for k in ("episodes", "num_envs")},
-    "data.val_fraction": FRACTION,
-    "data.val_max_episodes": AT_LEAST_0,
-    **{
-        f"model.{k}": COUNT
-        for k in (
-            "embed_dim",
-            "memory_tokens",
-            "token_dim",
-            "teacher_width",
-            "teacher_layers",
-            "teacher_heads",
-            "context",
-            "decoder_hidden",
-            "horizon",
-            "cell_hidden",
-        )
-    },
-    **{f"smt.{k}": COUNT for k in ("batch_size", "seq_len", "eval_every", "log_every")},
-    **{
-        f"smt.{k}": AT_LEAST_0
-        for k in (
-            "updates",
-            "lr",
-            "weight_decay",
-            "warmup",
-            "grad_clip",
-            "c_pred",
-            "c_dyn",
-            "c_unif",
-            "c_far",
-            "c_term",
-            "c_obs",
-            "dyn_input_noise",
-            "dmt_updates",
-            "dmt_lr",
-            "checkpoint_every",
-        )
-    },
-    "smt.far_last_prob": FRACTION,
-}
+class SMTConfig(ConfigModel):
+    """Optimisation of the joint SMT phase (teacher, decoder and memory cell together)."""
+
+    updates: NonNegativeInt = Field(1500, description="joint teacher + memory updates (0: none)")
+    batch_size: Count = Field(32, description="sequences per update")
+    seq_len: Count = Field(
+        1024, description="longest sequence of a batch (whole episodes when they fit)"
+    )
+    lr: NonNegative = Field(1e-3, description="AdamW peak learning rate")
+    weight_decay: NonNegative = Field(1e-4, description="AdamW weight decay")
+    warmup: NonNegativeInt = Field(
+        100, description="linear warm-up updates, then cosine decay to 10% of lr"
+    )
+    grad_clip: NonNegative = Field(1.0, description="max global gradient norm")
+    c_pred: NonNegative = Field(1.0, description="weight of the predictive loss")
+    c_dyn: NonNegative = Field(
+        0.1, description="weight of the one-step dynamics loss ||f(m*_{t-1}, x_t) - m*_t||^2"
+    )
+    c_unif: NonNegative = Field(
+        0.001, description="weight of the uniformity loss (keeps teacher memories apart)"
+    )
+    c_far: NonNegative = Field(
+        1.0, description="weight of the far reward target inside the predictive loss"
+    )
+    c_term: NonNegative = Field(
+        1.0, description="weight of the termination target inside the predictive loss"
+    )
+    c_obs: NonNegative = Field(
+        1.0, description="weight of the next-observation target inside the predictive loss"
+    )
+    far_last_prob: Fraction = Field(
+        0.5, description="chance that a far target is the window's last step (else uniform)"
+    )
+    dyn_input_noise: NonNegative = Field(
+        0.0, description="std of noise on m*_{t-1} fed to f (robustness to its own drift)"
+    )
+    eval_every: Count = Field(250, description="updates between evaluations (drift, probes)")
+    log_every: Count = Field(25, description="updates between metric lines")
+    checkpoint_every: NonNegativeInt = Field(
+        100,
+        description="updates between resume states (RUN_DIR/resume/state.pt, where a killed run "
+        "continues); 0: only at the end of each phase",
+    )
+    compile: bool = Field(False, description="torch.compile the teacher (CUDA only)")
+
+
+class OfflineDMTConfig(ConfigModel):
+    """The offline DMT phase after SMT: the memory cell alone, unrolled on its own states over the
+    logged data, learns the frozen teacher's labels."""
+
+    updates: NonNegativeInt = Field(250, description="offline DMT updates (0: no offline DMT)")
+    lr: NonNegative = Field(1e-4, description="learning rate of the memory cell")
+    revert_if_worse: bool = Field(
+        True, description="restore the pre-DMT cell if held-out rollouts got worse"
+    )
+
+
+class PretrainConfig(ConfigModel):
+    """``smt-rl pretrain``: collect (if needed), SMT-pretrain, evaluate, checkpoint."""
+
+    env: EnvConfig = Field(default_factory=EnvConfig, description="the task")
+    data: DataConfig = Field(default_factory=DataConfig, description="logged trajectories")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="network sizes")
+    smt: SMTConfig = Field(default_factory=SMTConfig, description="joint SMT optimisation")
+    offline_dmt: OfflineDMTConfig = Field(
+        default_factory=OfflineDMTConfig, description="offline DMT after SMT (teacher frozen)"
+    )
+    seed: int = Field(0, description="seeds collection, sampling and initialisation")
+    out: str = Field("runs/smt", description="run folder (config, metrics, checkpoint, summary)")
+    device: str = Field(
+        "auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...'
+    )

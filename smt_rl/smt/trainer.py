@@ -36,7 +36,8 @@ from smt_rl.smt.phases import Phase, PhaseRunner, PhaseSettings
 CHECKPOINT_DIR = "checkpoint"
 RESUME_FILE = "resume/state.pt"  # the unfinished run's state (removed when the run ends)
 RESUME_VERSION = 2  # layout of the resume state; a state of another layout is refused
-PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "seed")  # what decides a pretraining's result
+# what decides a pretraining's result
+PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "offline_dmt", "seed")
 METHODS = ("smt", "bptt")
 
 
@@ -134,7 +135,7 @@ def build_phases(
     model: SMTModel, cfg: PretrainConfig, method: str, generator: torch.Generator
 ) -> list[Phase]:
     """The phases in order: joint SMT then offline DMT (cell only), or the BPTT baseline."""
-    smt = cfg.smt
+    smt, offline = cfg.smt, cfg.offline_dmt
     if method == "bptt":
         loss = lambda b: bptt_loss(model, b, smt, generator)  # noqa: E731
         return [Phase("bptt", smt.updates, list(model.parameters()), smt.lr, loss)]
@@ -148,9 +149,9 @@ def build_phases(
         ),
         Phase(
             "dmt",
-            smt.dmt_updates,
+            offline.updates,
             list(model.cell.parameters()),
-            smt.dmt_lr,
+            offline.lr,
             lambda b: offline_dmt_loss(model, b),
         ),
     ]
@@ -336,11 +337,11 @@ class Pretraining:
     def _revert_dmt_if_worse(self) -> bool | None:
         """Restore the pre-DMT cell when offline DMT made the held-out score worse (rank 0
         decides, every rank follows). None when there was no offline DMT phase."""
-        if self.method != "smt" or self.cfg.smt.dmt_updates == 0:
+        if self.method != "smt" or self.cfg.offline_dmt.updates == 0:
             return None
         before, after = self.metrics.get("smt", {}), self.metrics["dmt"]
         worse = held_out_score(after, self.probe) > held_out_score(before, self.probe)
-        reverted = self.ctx.broadcast(self.cfg.smt.dmt_revert_if_worse and worse)
+        reverted = self.ctx.broadcast(self.cfg.offline_dmt.revert_if_worse and worse)
         if reverted:
             self.model.cell.load_state_dict(self.dmt_before)
         return bool(reverted)
@@ -422,7 +423,7 @@ class Pretraining:
             "dataset_episodes": dataset.num_episodes,
             "dataset_steps": dataset.num_steps,
             "updates": cfg.smt.updates,
-            "dmt_updates": cfg.smt.dmt_updates if self.method == "smt" else 0,
+            "dmt_updates": cfg.offline_dmt.updates if self.method == "smt" else 0,
             "num_params": sum(p.numel() for p in model.parameters()),
             "wall_s": round(wall, 3),
             **{k: v for k, v in first.items() if k.startswith("loss/")},
