@@ -8,9 +8,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from smt_rl.data.vector import InProcessEnvs
+from smt_rl.data.vector import done_mask, final_successes, make_vector_env, step_actions
 from smt_rl.errors import SpaceError
-from smt_rl.spaces import stack_observations
 
 
 def evaluate_agent(
@@ -27,40 +26,33 @@ def evaluate_agent(
     reports no ``info["success"]``.
     """
     num_envs = max(1, min(num_envs, episodes))
-    envs = InProcessEnvs(env_fn, num_envs)
+    envs = make_vector_env(env_fn, num_envs)
     try:
-        for field in ("observation_space", "action_space"):
-            expected, got = getattr(agent, field, None), getattr(envs, f"single_{field}")
-            if expected is not None and expected != got:
-                raise SpaceError(
-                    f"{field}: the environment has {got}, but the agent was trained on "
-                    f"{expected}; evaluate it on the task it was trained on."
-                )
-        observations = envs.reset(seed)
+        _check_spaces(agent, envs)
+        observation, _ = envs.reset(seed=seed)
         state, starts = None, np.ones(num_envs, dtype=bool)
-        rewards = np.zeros(num_envs, dtype=np.float32)
-        running = np.zeros(num_envs)
+        rewards = np.zeros(num_envs, dtype=np.float32)  # r_{t-1}, 0 at an episode's start
+        running = np.zeros(num_envs)  # return so far of each running episode
+        steps = np.zeros(num_envs, dtype=np.int64)  # its length so far
         returns: list[float] = []
         successes: list[bool] = []
         lengths: list[int] = []
-        steps = np.zeros(num_envs, dtype=np.int64)
         while len(returns) < episodes:
-            batch = stack_observations(observations, envs.single_observation_space)
-            actions, state = agent.predict(batch, state, starts, deterministic, reward=rewards)
-            results = envs.step(actions)
-            for i, res in enumerate(results):
-                running[i] += res.reward
-                steps[i] += 1
-                rewards[i] = res.reward
-                starts[i] = res.final_observation is not None
-                if starts[i]:
-                    if len(returns) < episodes:
-                        returns.append(float(running[i]))
-                        lengths.append(int(steps[i]))
-                        if res.success is not None:
-                            successes.append(bool(res.success))
-                    running[i], steps[i], rewards[i] = 0.0, 0, 0.0
-            observations = [r.observation for r in results]
+            actions, state = agent.predict(
+                observation, state, starts, deterministic, reward=rewards
+            )
+            observation, reward, terminated, truncated, info = envs.step(step_actions(actions))
+            running += reward
+            steps += 1
+            starts = done_mask(terminated, truncated)
+            success = final_successes(info, num_envs)
+            for i in np.flatnonzero(starts)[: episodes - len(returns)]:
+                returns.append(float(running[i]))
+                lengths.append(int(steps[i]))
+                if success[i] is not None:
+                    successes.append(success[i])
+            running[starts], steps[starts] = 0.0, 0
+            rewards = np.where(starts, 0.0, reward).astype(np.float32)
     finally:
         envs.close()
     return {
@@ -70,3 +62,14 @@ def evaluate_agent(
         "eval/episodes": len(returns),
         "eval/length_mean": float(np.mean(lengths)),
     }
+
+
+def _check_spaces(agent: Any, envs: gym.vector.VectorEnv) -> None:
+    """Raise SpaceError if the agent was trained on other spaces than the environment's."""
+    for field in ("observation_space", "action_space"):
+        expected, got = getattr(agent, field, None), getattr(envs, f"single_{field}")
+        if expected is not None and expected != got:
+            raise SpaceError(
+                f"{field}: the environment has {got}, but the agent was trained on "
+                f"{expected}; evaluate it on the task it was trained on."
+            )

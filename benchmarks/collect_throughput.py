@@ -1,7 +1,8 @@
 """Collection throughput (env steps/s written to disk) against the raw environment's step rate.
 
 The raw rate is one environment stepped in a plain Python loop with random actions and resets,
-nothing stored. Collection is ``smt-rl collect`` with the random policy, from environment
+nothing stored. Collection is ``smt-rl collect`` with the random policy (the envs stepped by
+gymnasium's ``SyncVectorEnv``, from ``smt_rl.data.vector.make_vector_env``), from environment
 creation to the last chunk on disk. The cost ratio is (collect seconds per step) / (raw seconds
 per step), against both raw figures; the goal is <= 1.5.
 

@@ -1,7 +1,8 @@
 """Scale-out throughput: collection over worker processes, SMT pretraining over DDP ranks.
 
-1. Collection: ``agents.collect`` with in-process envs (``sync``) against gymnasium's
-   ``AsyncVectorEnv`` with 1, 2 and 4 worker processes (``async``), env steps written per second.
+1. Collection: ``agents.collect`` (envs stepped by ``smt_rl.data.vector.make_vector_env``) with
+   gymnasium's ``SyncVectorEnv`` (``sync``, in-process) against its ``AsyncVectorEnv`` with 1, 2
+   and 4 worker processes (``async``), env steps written per second.
 2. Pretraining: ``smt-rl pretrain`` under ``torchrun --nproc_per_node=R`` (DDP; gloo on CPU,
    NCCL on CUDA) for R = 1 and 2: SMT updates per second and sequences per second (each rank
    samples ``smt.batch_size`` sequences per update), timed between the first and last metric

@@ -1,9 +1,11 @@
 """Memory-demanding tasks as gymnasium envs, and adapters for MiniGrid and POPGym.
 
-Importing this package registers this project's envs under the ``smt_rl/`` namespace
-(``smt_rl/PassiveTMaze-v0``); registering again is a no-op. Use :func:`make_env` to build any task
+Importing this package registers this project's envs under the ``smt_rl/`` namespace: the
+T-maze (``smt_rl/PassiveTMaze-v0``) and the adapted MiniGrid / POPGym memory tasks
+(``smt_rl/MiniGrid-MemoryS7-v0``, ``smt_rl/popgym-RepeatFirstEasy-v0``, ...), so that
+``gym.make`` builds them; registering again is a no-op. Use :func:`make_env` to build any task
 from config values. Depends only on gymnasium and numpy (MiniGrid and POPGym are imported lazily,
-when one of their ids is requested).
+when one of their envs is made).
 """
 
 from __future__ import annotations
@@ -12,14 +14,23 @@ import gymnasium as gym
 
 from .minigrid_memory import MiniGridSymbolic
 from .popgym_tasks import POPGymAdapter, adapt_space
-from .registry import MEMORY_TASK_IDS, TaskConfigError, UnknownTaskError, make_env
+from .registry import (
+    MEMORY_TASK_IDS,
+    TaskConfigError,
+    UnknownTaskError,
+    make_env,
+    register_adapted,
+)
 from .tmaze import TMAZE_ID, PassiveTMaze
 
 
 def register_envs() -> None:
-    """Register this package's envs with gymnasium; does nothing for ids already registered."""
+    """Register this package's envs and the memory tasks' adapted twins; skips registered ids."""
     if TMAZE_ID not in gym.registry:
         gym.register(id=TMAZE_ID, entry_point=f"{PassiveTMaze.__module__}:PassiveTMaze")
+    for env_id in MEMORY_TASK_IDS:
+        if env_id != TMAZE_ID:
+            register_adapted(env_id)
 
 
 register_envs()
@@ -34,5 +45,6 @@ __all__ = [
     "UnknownTaskError",
     "adapt_space",
     "make_env",
+    "register_adapted",
     "register_envs",
 ]

@@ -4,7 +4,8 @@ MiniGrid observations are ``{"image", "direction", "mission"}``; the mission is 
 (constant on the Memory tasks) that the step encoder cannot embed, so it is dropped. The wrapper
 also reports ``info["success"]`` on the last step of every episode, which MiniGrid does not.
 
-This module does not import minigrid: it wraps any env with MiniGrid's observation layout.
+The wrapper works on any env with MiniGrid's observation layout; :func:`make_minigrid_symbolic`,
+the entry point of the ``smt_rl/MiniGrid-*`` ids, imports minigrid only when it is called.
 """
 
 from __future__ import annotations
@@ -112,3 +113,26 @@ class MiniGridSymbolic(gym.ObservationWrapper, RecordConstructorArgs):
             info = dict(info)
             info["success"] = bool(terminated and reward > 0)
         return obs, reward, terminated, truncated, info
+
+
+def make_minigrid_symbolic(
+    env_id: str,
+    max_episode_steps: int | None = None,
+    movement_only: bool = False,
+    categorical: bool = False,
+    **kwargs: Any,
+) -> MiniGridSymbolic:
+    """``gym.make(env_id, **kwargs)`` of a MiniGrid or BabyAI id, wrapped by MiniGridSymbolic.
+
+    The entry point of the ``smt_rl/MiniGrid-*`` and ``smt_rl/BabyAI-*`` ids. ``max_episode_steps``
+    puts gymnasium's ``TimeLimit`` below the wrapper, so that a time-out ends with
+    ``info["success"] = False`` (a time limit given to ``gym.make`` itself sits above the wrapper).
+    """
+    import minigrid  # noqa: F401  (registers MiniGrid's ids; a slow import, so only here)
+
+    env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    try:
+        return MiniGridSymbolic(env, movement_only=movement_only, categorical=categorical)
+    except ValueError:
+        env.close()
+        raise

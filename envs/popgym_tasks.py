@@ -1,7 +1,7 @@
 """Adapter that makes POPGym envs pass gymnasium's env checker and fit the step encoder.
 
-POPGym (``popgym-*-v0`` ids) is imported by the registry only when such an id is requested, because
-its import is slow; this module never imports it. The adapter applies only these fixes:
+POPGym (``popgym-*-v0`` ids) is slow to import, so only :func:`make_popgym`, the entry point of the
+``smt_rl/popgym-*`` ids, imports it, when it is called. The adapter applies only these fixes:
 
 - infos are copied on every call (CountRecall and MultiarmedBandit return the same dict / array
   object from ``reset`` and ``step``, which ``check_env`` rejects);
@@ -112,3 +112,16 @@ class POPGymAdapter(gym.Wrapper, RecordConstructorArgs):
             bool(truncated),
             _copy_info(info),
         )
+
+
+def make_popgym(env_id: str, max_episode_steps: int | None = None, **kwargs: Any) -> POPGymAdapter:
+    """``gym.make(env_id, **kwargs)`` of a POPGym id, wrapped by :class:`POPGymAdapter`.
+
+    The entry point of the ``smt_rl/popgym-*`` ids. Made without gymnasium's passive env checker:
+    it would sit below the adapter and warn about what the adapter fixes (``check_env`` passes on
+    the adapted env). ``max_episode_steps`` puts gymnasium's ``TimeLimit`` below the adapter.
+    """
+    import popgym  # noqa: F401  (registers POPGym's ids; a slow import, so only here)
+
+    env = gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **kwargs)
+    return POPGymAdapter(env)

@@ -1,38 +1,27 @@
-"""Resolve a task from config values (``env.id``, ``env.kwargs``, ``env.entry_point``, ...).
+"""Build a task from config values (``env.id``, ``env.kwargs``, ``env.entry_point``, ...).
 
-One function, :func:`make_env`, turns the ``env`` section of a config into a ``gymnasium.Env``:
-
-- ``env.id``: any registered gymnasium id, such as ``smt_rl/PassiveTMaze-v0``. ``MiniGrid-*`` ids
-  get :class:`~envs.minigrid_memory.MiniGridSymbolic` (its own kwargs, e.g. ``movement_only``, are
-  split from the env's), ``popgym-*`` ids get :class:`~envs.popgym_tasks.POPGymAdapter` (and no
-  passive env checker: it would sit below the adapter and warn about what the adapter fixes).
-  MiniGrid and POPGym are imported only when one of their ids is asked for. gymnasium's
-  ``module:Id`` form (import ``module``, then look ``Id`` up) works too.
-- ``env.entry_point``: ``"package.module:Name"``, a ``gymnasium.Env`` subclass or a function
-  returning one, built through a gymnasium ``EnvSpec`` so the usual wrappers apply. When
-  ``env.id`` is given as well it only names the task (the spec id); it is not looked up.
-
-Config mistakes raise :class:`TaskConfigError` (a ``ValueError``) whose message names the config
-field and the fix; an unknown id raises its subclass :class:`UnknownTaskError`.
+``smt_rl/<id>`` is ``<id>`` under this package's adapter: MiniGridSymbolic for ``MiniGrid-*`` and
+``BabyAI-*``, POPGymAdapter for ``popgym-*`` (their modules' factories are the entry points, which
+import MiniGrid / POPGym when called). Plain ``MiniGrid-*`` and ``popgym-*`` ids mean that twin in
+:func:`make_env` (plain ``BabyAI-*`` ids do not: the wrapper drops the mission these tasks need).
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec, load_env_creator
 
-from .minigrid_memory import MiniGridSymbolic
-from .popgym_tasks import POPGymAdapter
 from .tmaze import TMAZE_ID
 
+NAMESPACE = "smt_rl"
 MEMORY_TASK_IDS: tuple[str, ...] = (
     TMAZE_ID,
     "MiniGrid-MemoryS7-v0",
@@ -47,21 +36,14 @@ MEMORY_TASK_IDS: tuple[str, ...] = (
     "popgym-AutoencodeEasy-v0",
     "popgym-PositionOnlyCartPoleEasy-v0",
 )
-
-# Id prefix -> module whose import registers those ids (imported lazily).
-_PROVIDERS: dict[str, str] = {"MiniGrid-": "minigrid", "BabyAI-": "minigrid", "popgym-": "popgym"}
-# Id prefix -> wrapper applied to every env made from such an id.
-_WRAPPERS: dict[str, type[gym.Wrapper]] = {"MiniGrid-": MiniGridSymbolic, "popgym-": POPGymAdapter}
-# Wrappers that fix the raw env's API: gymnasium's passive checker would sit below them and warn
-# about what they fix, so envs wrapped by them are made without it (tests run check_env on them).
-_FIXES_API: tuple[type[gym.Wrapper], ...] = (POPGymAdapter,)
-# Keys that gym.make itself would swallow if passed inside env.kwargs.
-_MAKE_KEYS: dict[str, str] = {
-    "max_episode_steps": "set env.max_episode_steps instead",
-    "disable_env_checker": "it is not configurable here",
-}
-_ENTRY_POINT_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-_ENTRY_POINT_FORM = "'package.module:Name' (a gymnasium.Env subclass or a function returning one)"
+_MINIGRID = ("minigrid", "envs.minigrid_memory:make_minigrid_symbolic")
+_POPGYM = ("popgym", "envs.popgym_tasks:make_popgym")
+# Id prefix -> (package registering such ids, entry point building one under its adapter).
+_ADAPTERS = {"MiniGrid-": _MINIGRID, "BabyAI-": _MINIGRID, "popgym-": _POPGYM}
+_FACTORIES = (_MINIGRID[1], _POPGYM[1])
+_ENTRY_POINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_FORM = "'package.module:Name' (a gymnasium.Env subclass or a function returning one)"
+_KWARG_ERROR = re.compile(r"unexpected keyword argument '(\w+)'|multiple values for \D*'(\w+)'")
 
 
 class TaskConfigError(ValueError):
@@ -70,6 +52,16 @@ class TaskConfigError(ValueError):
 
 class UnknownTaskError(TaskConfigError):
     """``env.id`` is not a registered task."""
+
+
+def register_adapted(env_id: str) -> str:
+    """Register ``smt_rl/<env_id>`` (``env_id`` under its adapter) unless it is; return that id."""
+    twin = f"{NAMESPACE}/{env_id}"
+    if twin not in gym.registry:  # no checker or order enforcing above gym.make(env_id)'s own
+        entry_point = next(ep for p, (_, ep) in _ADAPTERS.items() if env_id.startswith(p))
+        flags = {"order_enforce": False, "disable_env_checker": True}
+        gym.register(twin, entry_point, kwargs={"env_id": env_id}, **flags)
+    return twin
 
 
 def make_env(
@@ -81,364 +73,163 @@ def make_env(
     """Build the task that the config values ``env.id`` / ``env.entry_point`` describe.
 
     Args:
-        env_id: a registered gymnasium id (``smt_rl/PassiveTMaze-v0``, ``MiniGrid-MemoryS7-v0``,
-            ``popgym-RepeatFirstEasy-v0``, ``CartPole-v1``, ...). With ``entry_point`` it is only
-            the task's name.
-        kwargs: constructor arguments of the env (for MiniGrid ids also the wrapper's
-            ``movement_only``).
-        entry_point: ``"package.module:Name"`` of your own env class or factory; takes precedence
-            over the registry.
-        max_episode_steps: if given, a ``TimeLimit`` of this many steps (overrides the id's own).
-
-    Returns:
-        The env, wrapped by ``gym.make`` (env checker, order enforcing, time limit) and, for
-        MiniGrid / POPGym ids, by this package's adapter.
+        env_id: a registered id (``smt_rl/PassiveTMaze-v0``, ``MiniGrid-MemoryS7-v0``,
+            ``popgym-RepeatFirstEasy-v0``, ``CartPole-v1``, ``module:Id``, ...); with
+            ``entry_point``, the task's name.
+        kwargs: constructor arguments of the env (for MiniGrid also ``movement_only``, ...).
+        entry_point: ``"package.module:Name"`` of your own env class or factory.
+        max_episode_steps: if given, a ``TimeLimit`` of this many steps (below any adapter).
 
     Raises:
         UnknownTaskError: ``env_id`` is not registered (the message suggests close matches).
-        TaskConfigError: a bad kwarg, entry point, ``max_episode_steps``, or neither id nor
-            entry point given.
+        TaskConfigError: a bad kwarg, entry point or ``max_episode_steps``, or no task given.
     """
-    env_kwargs = _check_kwargs(kwargs)
-    _check_max_episode_steps(max_episode_steps)
+    env_kwargs = _check_values(kwargs, max_episode_steps)
     if entry_point is not None:
-        return _make_from_entry_point(entry_point, env_id, env_kwargs, max_episode_steps)
+        spec = _entry_point_spec(entry_point, env_id, env_kwargs, max_episode_steps)
+        return _build(lambda: gym.make(spec), f"env.entry_point {entry_point!r}", spec, env_kwargs)
     if env_id is None:
+        tasks = ", ".join(MEMORY_TASK_IDS)
         raise TaskConfigError(
-            "No task given: set env.id to a registered id (e.g. "
-            f"{TMAZE_ID!r}; memory tasks: {', '.join(MEMORY_TASK_IDS)}) or env.entry_point to "
-            f"{_ENTRY_POINT_FORM}."
+            f"No task given: set env.id (memory tasks: {tasks}) or env.entry_point."
         )
-    return _make_from_id(env_id, env_kwargs, max_episode_steps)
+    spec, field = _find_spec(env_id), f"env.id {env_id!r}"
+    limit = {"max_episode_steps": max_episode_steps}
+    if spec.entry_point not in _FACTORIES:
+        return _build(lambda: gym.make(spec.id, **limit, **env_kwargs), field, spec, env_kwargs)
+    # An adapted task is built by its factory, not gym.make: gym.make would relabel it as the twin
+    # (whose spec re-makes it with gym.make's wrappers on top) and put the time limit above the
+    # adapter (where MiniGridSymbolic does not see the time-out).
+    factory = load_env_creator(spec.entry_point)
+    return _build(lambda: factory(**spec.kwargs, **env_kwargs, **limit), field, spec, env_kwargs)
 
 
-# ---------------------------------------------------------------------------------------------
-# Registered ids
-
-
-def _make_from_id(env_id: str, kwargs: dict[str, Any], max_episode_steps: int | None) -> gym.Env:
-    """``gym.make`` a registered id with validated kwargs, plus the adapter its prefix asks for."""
+def _find_spec(env_id: Any) -> EnvSpec:
+    """The spec ``env_id`` stands for, importing its provider (and registering the twin)."""
     if not isinstance(env_id, str) or not env_id:
         raise TaskConfigError(f"env.id must be a non-empty string, got {env_id!r}.")
-    spec = _find_spec(env_id)
-    wrapper = next((w for p, w in _WRAPPERS.items() if spec.id.startswith(p)), None)
-    wrapper_kwargs: dict[str, Any] = {}
-    wrapper_keys: list[str] = []
-    if wrapper is not None:
-        wrapper_keys, _ = _parameters(wrapper, skip=("env",))
-        wrapper_kwargs = {k: kwargs.pop(k) for k in wrapper_keys if k in kwargs}
-
-    creator = _creator_of(spec)
-    name = f"{spec.id} ({_describe(spec.entry_point)})"
-    _check_keys(kwargs, creator, name, extra_keys=wrapper_keys, preset=spec.kwargs)
-    try:
-        env = gym.make(
-            spec.id,
-            max_episode_steps=max_episode_steps,
-            disable_env_checker=True if wrapper in _FIXES_API else None,
-            **kwargs,
-        )
-    except TypeError as e:
-        _raise_if_kwarg_error(e, kwargs, creator, name, wrapper_keys)
-        raise
-    except TaskConfigError:
-        raise
-    except ValueError as e:
-        raise TaskConfigError(f"env.kwargs: {spec.id} rejected its arguments {kwargs}: {e}") from e
-    if wrapper is not None:
+    module, _, name = env_id.rpartition(":")  # gymnasium's "module:Id" form
+    plain = name.removeprefix(f"{NAMESPACE}/")
+    provider = next((package for p, (package, _) in _ADAPTERS.items() if plain.startswith(p)), "")
+    for package in filter(None, (module, provider)):
         try:
-            env = wrapper(env, **wrapper_kwargs)
-        except ValueError as e:
-            env.close()
-            raise TaskConfigError(f"env.kwargs: {e}") from e
-    return env
-
-
-def _find_spec(env_id: str) -> EnvSpec:
-    """The registered spec of ``env_id``, importing the package that registers it if needed."""
-    lookup_id = env_id
-    if ":" in env_id:  # gymnasium's "module:Id" form
-        module, _, lookup_id = env_id.partition(":")
-        try:
-            importlib.import_module(module)
+            importlib.import_module(package)
         except ImportError as e:
-            raise UnknownTaskError(
-                f"env.id {env_id!r}: cannot import module {module!r} ({e}). The 'module:Id' form "
-                f"imports a module that registers Id; for your own class use env.entry_point "
-                f"{_ENTRY_POINT_FORM}."
-            ) from e
-    for prefix, module in _PROVIDERS.items():
-        if lookup_id.startswith(prefix):
-            try:
-                importlib.import_module(module)
-            except ImportError as e:
-                raise TaskConfigError(
-                    f"env.id {env_id!r} needs the package {module!r}, which is not installed "
-                    f"({e}); install it (pip install {module})."
-                ) from e
+            raise TaskConfigError(f"env.id {env_id!r}: cannot import {package!r} ({e}).") from e
+    if provider:
+        twin = register_adapted(_registered(plain, env_id).id)
+        name = twin if plain != name or not plain.startswith("BabyAI-") else name
+    return _registered(name, env_id)
+
+
+def _registered(name: str, env_id: str) -> EnvSpec:
+    """``gym.spec(name)``; an unknown id gets close matches and this project's memory tasks."""
     try:
-        return gym.spec(lookup_id)
+        return gym.spec(name)
     except gym.error.Error as e:
-        raise UnknownTaskError(_unknown_id_message(env_id, lookup_id, str(e))) from None
-
-
-def _unknown_id_message(env_id: str, lookup_id: str, reason: str) -> str:
-    """The message for an unknown id: close matches, the memory tasks, and the alternatives."""
-    for module in set(_PROVIDERS.values()):  # so that their ids can be suggested too
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module)
-    known = sorted(set(gym.registry) | set(MEMORY_TASK_IDS))
-    lowered = {k.lower(): k for k in known}
-    close = difflib.get_close_matches(lookup_id.lower(), list(lowered), n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(repr(lowered[c]) for c in close)}?" if close else ""
-    return (
-        f"env.id: unknown task {env_id!r} (gymnasium: {reason}).{hint}\n"
-        f"Memory tasks of this project: {', '.join(MEMORY_TASK_IDS)}.\n"
-        "Any id of gymnasium's registry works (list them with gymnasium.pprint_registry()); "
-        f"for your own env set env.entry_point to {_ENTRY_POINT_FORM}."
-    )
-
-
-def _creator_of(spec: EnvSpec) -> Callable[..., Any] | None:
-    """The class or function a spec builds its env with, or None if it cannot be loaded."""
-    if callable(spec.entry_point):
-        return spec.entry_point
-    try:
-        return load_env_creator(spec.entry_point)
-    except Exception:  # gym.make will report the failure itself
-        return None
-
-
-def _describe(entry_point: Any) -> str:
-    if isinstance(entry_point, str):
-        return entry_point
-    return f"{getattr(entry_point, '__module__', '?')}:{getattr(entry_point, '__qualname__', '?')}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry points
-
-
-def _make_from_entry_point(
-    entry_point: str, env_id: str | None, kwargs: dict[str, Any], max_episode_steps: int | None
-) -> gym.Env:
-    """Build ``entry_point(**kwargs)`` through an ``EnvSpec`` named ``env_id`` (or the path)."""
-    creator = _load_entry_point(entry_point)
-    module, _, attr = entry_point.partition(":")
-    spec_id = env_id if env_id is not None else f"{module}.{attr}"
-    if not isinstance(spec_id, str):
-        raise TaskConfigError(f"env.id must be a string, got {spec_id!r}.")
-    try:
-        spec = EnvSpec(
-            id=spec_id,
-            entry_point=entry_point,
-            kwargs=dict(kwargs),
-            max_episode_steps=max_episode_steps,
-        )
-    except gym.error.Error as e:
-        raise TaskConfigError(
-            f"env.id {spec_id!r} cannot name a task: {e} Use e.g. 'MyTask-v0', or leave env.id "
-            "unset to name it after env.entry_point."
+        lowered = {k.lower(): k for k in [*gym.registry, *MEMORY_TASK_IDS]}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(lowered[c]) for c in close)}?" if close else ""
+        raise UnknownTaskError(
+            f"env.id: unknown task {env_id!r} (gymnasium: {e}).{hint}\nMemory tasks of this "
+            f"project: {', '.join(MEMORY_TASK_IDS)}.\nAny id of gymnasium's registry works "
+            f"(gymnasium.pprint_registry()); for your own env set env.entry_point to {_FORM}."
         ) from None
-    name = f"env.entry_point {entry_point!r}"
-    _check_keys(kwargs, creator, name, extra_keys=[])
+
+
+def _entry_point_spec(
+    entry_point: Any, env_id: Any, kwargs: dict[str, Any], max_episode_steps: int | None
+) -> EnvSpec:
+    """An ``EnvSpec`` for ``entry_point(**kwargs)`` named ``env_id`` (or after the entry point)."""
+    if not isinstance(entry_point, str) or not _ENTRY_POINT.match(entry_point):
+        raise TaskConfigError(f"env.entry_point must be of the form {_FORM}, got {entry_point!r}.")
     try:
-        return gym.make(spec)
-    except TypeError as e:
-        if "must inherit from the gymnasium.Env class" in str(e):
-            raise TaskConfigError(
-                f"env.entry_point {entry_point!r} did not return a gymnasium.Env ({e}). It must "
-                f"be {_ENTRY_POINT_FORM}."
-            ) from e
-        _raise_if_kwarg_error(e, kwargs, creator, name, [])
-        raise
+        load_env_creator(entry_point)
+    except Exception as e:
+        raise _entry_point_error(entry_point, e) from e
+    spec_id = entry_point.replace(":", ".") if env_id is None else env_id
+    try:
+        return EnvSpec(spec_id, entry_point, kwargs=kwargs, max_episode_steps=max_episode_steps)
+    except (gym.error.Error, TypeError) as e:
+        fix = "Use e.g. 'MyTask-v0', or leave env.id unset."
+        raise TaskConfigError(f"env.id {spec_id!r} cannot name a task: {e} {fix}") from None
+
+
+def _entry_point_error(entry_point: str, error: Exception) -> TaskConfigError:
+    """What went wrong in ``load_env_creator(entry_point)``, in one line naming env.entry_point."""
+    module_name, attr = entry_point.split(":")
+    field, module = f"env.entry_point {entry_point!r}", sys.modules.get(module_name)
+    form = f" The expected form is {_FORM}."
+    if isinstance(error, ModuleNotFoundError) and f"{module_name}.".startswith(f"{error.name}."):
+        reason = f"no module named {error.name!r} (check the spelling and that it is installed)."
+    elif isinstance(error, AttributeError) and module is not None and not hasattr(module, attr):
+        close = difflib.get_close_matches(attr, [n for n in dir(module) if n[0] != "_"], n=1)
+        reason = f"module {module_name!r} has no attribute {attr!r}."
+        reason += f" Did you mean {close[0]!r}?" if close else ""
+    else:  # the module itself failed: its own error, on one line
+        reason, form = f"importing {module_name!r} raised {type(error).__name__}: {error}", ""
+        reason = " ".join(reason.split())
+    return TaskConfigError(f"{field}: {reason}{form}")
+
+
+def _build(build: Callable[[], gym.Env], field: str, spec: EnvSpec, kwargs: dict) -> gym.Env:
+    """``build()``, with the config mistakes it reveals raised as TaskConfigErrors."""
+    try:
+        return build()
     except TaskConfigError:
         raise
-    except ValueError as e:
-        raise TaskConfigError(f"env.kwargs: {name} rejected its arguments {kwargs}: {e}") from e
-
-
-def _load_entry_point(entry_point: Any) -> Callable[..., Any]:
-    """Import and check ``"package.module:Name"``; every failure names env.entry_point."""
-    if not isinstance(entry_point, str) or not _ENTRY_POINT_RE.match(entry_point):
-        raise TaskConfigError(
-            f"env.entry_point must be of the form {_ENTRY_POINT_FORM}, got {entry_point!r}."
-        )
-    module_name, _, attr = entry_point.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise TaskConfigError(
-                f"env.entry_point {entry_point!r}: no module named {e.name!r}. Check the spelling "
-                f"and that the package is installed or on PYTHONPATH; the expected form is "
-                f"{_ENTRY_POINT_FORM}."
-            ) from e
-        raise TaskConfigError(
-            f"env.entry_point {entry_point!r}: importing {module_name!r} failed because one of "
-            f"its own imports is missing: {e}."
-        ) from e
-    if not hasattr(module, attr):
-        candidates = sorted(
-            n
-            for n, v in vars(module).items()
-            if not n.startswith("_") and inspect.isclass(v) and issubclass(v, gym.Env)
-        )
-        close = difflib.get_close_matches(attr, [n for n in vars(module) if not n.startswith("_")])
+    except TypeError as e:
+        if "must inherit from the gymnasium.Env" in str(e) or "object is not callable" in str(e):
+            raise TaskConfigError(f"{field} gave no gymnasium.Env ({e}); use {_FORM}.") from e
+        unexpected, duplicate = m.groups() if (m := _KWARG_ERROR.search(str(e))) else (None, None)
+        if (unexpected or duplicate) not in kwargs:
+            raise
+        if duplicate:
+            raise TaskConfigError(f"env.kwargs: {duplicate!r} is set by {field}; remove it.") from e
+        accepted, more = _accepted_keys(spec)
+        close = difflib.get_close_matches(unexpected, accepted, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        listed = f" Env classes there: {', '.join(candidates)}." if candidates else ""
+        listed = ", ".join(accepted) or "(none)"
+        label = "Accepted keys include" if more else "Accepted keys"
+        message = f"unknown key {unexpected!r} for {field}.{hint} {label}: {listed}."
+        raise TaskConfigError(f"env.kwargs: {message}") from e
+    except ValueError as e:
+        raise TaskConfigError(f"env.kwargs: {field} rejected its arguments {kwargs}: {e}") from e
+
+
+def _check_values(kwargs: Any, max_episode_steps: Any) -> dict[str, Any]:
+    """A fresh dict of ``env.kwargs`` (string keys, none of gym.make's own); checks the limit."""
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise TaskConfigError(
-            f"env.entry_point {entry_point!r}: module {module_name!r} has no attribute "
-            f"{attr!r}.{hint}{listed} The expected form is {_ENTRY_POINT_FORM}."
+            "env.kwargs must be a mapping of constructor arguments with string keys (e.g. "
+            f"{{'length': 100}}), got {type(kwargs).__name__}: {kwargs!r}."
         )
-    obj = getattr(module, attr)
-    if inspect.isclass(obj):
-        if not issubclass(obj, gym.Env):
-            raise TaskConfigError(
-                f"env.entry_point {entry_point!r}: class {attr} is not a gymnasium.Env subclass. "
-                f"It must be {_ENTRY_POINT_FORM}."
-            )
-    elif not callable(obj):
+    make_args = sorted({"max_episode_steps", "disable_env_checker"} & set(kwargs))
+    if make_args:
         raise TaskConfigError(
-            f"env.entry_point {entry_point!r}: {attr} is a {type(obj).__name__}, not a class or "
-            f"function. It must be {_ENTRY_POINT_FORM}."
+            f"env.kwargs: {make_args[0]!r} is an argument of gym.make, not of the env; remove it "
+            "(a time limit is env.max_episode_steps)."
         )
-    return obj
-
-
-# ---------------------------------------------------------------------------------------------
-# Argument checks
-
-
-def _check_kwargs(kwargs: Any) -> dict[str, Any]:
-    """A fresh dict of ``env.kwargs``, which must be a mapping with string keys (or None)."""
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, Mapping):
+    if max_episode_steps is not None and (
+        type(max_episode_steps) is not int or max_episode_steps <= 0
+    ):
         raise TaskConfigError(
-            f"env.kwargs must be a mapping of constructor arguments (e.g. {{'length': 100}}), got "
-            f"{type(kwargs).__name__}: {kwargs!r}."
+            "env.max_episode_steps must be a positive integer or null (no extra time limit), "
+            f"got {max_episode_steps!r}."
         )
-    bad = [k for k in kwargs if not isinstance(k, str)]
-    if bad:
-        raise TaskConfigError(f"env.kwargs keys must be strings, got {bad!r}.")
     return dict(kwargs)
 
 
-def _check_max_episode_steps(value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise TaskConfigError(
-            f"env.max_episode_steps must be a positive integer or null (no extra time limit), got "
-            f"{value!r}."
-        )
-
-
-def _parameters(creator: Any, skip: tuple[str, ...] = ()) -> tuple[list[str], bool]:
-    """Keyword-passable parameter names of ``creator`` and whether it also takes ``**kwargs``."""
-    try:
-        signature = inspect.signature(creator)
-    except (TypeError, ValueError):
-        return [], True
+def _accepted_keys(spec: EnvSpec) -> tuple[list[str], bool]:
+    """The keyword arguments the spec's creator names (an adapted task: the env's, then the
+    adapter's), and whether it takes others too (``**kwargs``)."""
+    creator = spec.entry_point
+    params = inspect.signature(load_env_creator(creator) if isinstance(creator, str) else creator)
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    params = signature.parameters.values()
-    names = [p.name for p in params if p.kind in kinds and p.name not in skip]
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    return names, takes_any
-
-
-def _known_keys(creator: Any) -> list[str]:
-    """Parameter names of ``creator``; for a class taking ``**kwargs``, also its bases' ones.
-
-    Only for messages: a base class's parameters may be set by the subclass itself.
-    """
-    if creator is None:
-        return []
-    names, takes_any = _parameters(creator)
-    if inspect.isclass(creator):
-        for base in creator.__mro__[1:]:
-            if not takes_any or base in (gym.Env, object) or "__init__" not in vars(base):
-                continue
-            more, takes_any = _parameters(base.__init__, skip=("self",))
-            names += [n for n in more if n not in names]
-    return names
-
-
-def _kwarg_error(key: str, accepted: list[str], name: str, complete: bool) -> TaskConfigError:
-    """The error for one bad key of env.kwargs, listing what is accepted."""
-    if key in _MAKE_KEYS:
-        return TaskConfigError(
-            f"env.kwargs: {key!r} is not an argument of {name}; {_MAKE_KEYS[key]}."
-        )
-    close = difflib.get_close_matches(key, accepted, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    listed = ", ".join(accepted) if accepted else "(none)"
-    label = "Accepted keys" if complete else "Known keys include"
-    return TaskConfigError(f"env.kwargs: unknown key {key!r} for {name}.{hint} {label}: {listed}.")
-
-
-def _check_keys(
-    kwargs: dict[str, Any],
-    creator: Any,
-    name: str,
-    extra_keys: list[str],
-    preset: Mapping[str, Any] | None = None,
-) -> None:
-    """Reject keys the constructor cannot take and required arguments that are missing.
-
-    ``preset`` holds arguments the registered spec already passes. Unknown keys are only caught
-    here when the signature is closed (no ``**kwargs``); the rest surfaces as a TypeError later.
-    """
-    if creator is None:
-        return
-    names, takes_any = _parameters(creator)
-    accepted = names + [k for k in extra_keys if k not in names]
-    for key in kwargs:
-        if key in _MAKE_KEYS or (not takes_any and key not in names):
-            raise _kwarg_error(key, accepted, name, complete=not takes_any)
-    given = set(kwargs) | set(preset or {})
-    missing = [k for k in _required(creator) if k not in given]
-    if missing:
-        raise TaskConfigError(
-            f"env.kwargs: {name} needs the argument(s) {', '.join(map(repr, missing))}; add them "
-            f"to env.kwargs (accepted keys: {', '.join(accepted)})."
-        )
-
-
-def _required(creator: Any) -> list[str]:
-    """Names of the parameters of ``creator`` that have no default."""
-    try:
-        signature = inspect.signature(creator)
-    except (TypeError, ValueError):
-        return []
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [
-        p.name
-        for p in signature.parameters.values()
-        if p.kind in kinds and p.default is inspect.Parameter.empty
-    ]
-
-
-_UNEXPECTED_KWARG = re.compile(
-    r"unexpected keyword argument '(\w+)'|multiple values for (?:keyword )?argument '(\w+)'"
-)
-
-
-def _raise_if_kwarg_error(
-    error: TypeError, kwargs: dict[str, Any], creator: Any, name: str, extra_keys: list[str]
-) -> None:
-    """Turn a constructor's TypeError about one of ``kwargs`` into a TaskConfigError."""
-    match = _UNEXPECTED_KWARG.search(str(error))
-    if not match:
-        return
-    key = match.group(1) or match.group(2)
-    if key not in kwargs:
-        return
-    names = _known_keys(creator)
-    accepted = names + [k for k in extra_keys if k not in names]
-    if match.group(2):
-        raise TaskConfigError(
-            f"env.kwargs: {key!r} is set by {name} itself and cannot be passed; remove it."
-        ) from error
-    raise _kwarg_error(key, accepted, name, complete=False) from error
+    names = [p.name for p in params.parameters.values() if p.kind in kinds]
+    more = any(p.kind is p.VAR_KEYWORD for p in params.parameters.values())
+    if spec.entry_point in _FACTORIES:
+        env_names, more = _accepted_keys(gym.spec(spec.kwargs["env_id"]))
+        names = env_names + [n for n in names if n not in ("env_id", "max_episode_steps")]
+    return names, more

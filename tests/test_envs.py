@@ -414,6 +414,88 @@ def test_adapt_space_converts_mixed_tuples_to_dicts() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The adapted tasks in gymnasium's registry
+
+TWINS = {
+    "smt_rl/MiniGrid-MemoryS7-v0": ("MiniGrid-MemoryS7-v0", MiniGridSymbolic),
+    "smt_rl/popgym-RepeatFirstEasy-v0": ("popgym-RepeatFirstEasy-v0", POPGymAdapter),
+}
+
+
+def _wrapper_chain(env: gym.Env) -> list[type]:
+    chain = [type(env)]
+    while isinstance(env, gym.Wrapper):
+        env = env.env
+        chain.append(type(env))
+    return chain
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_gym_make_builds_the_adapted_task(twin: str) -> None:
+    plain, adapter = TWINS[twin]
+    env, reference = gym.make(twin), make_env(plain)
+    assert isinstance(env, adapter) and env.spec.id == twin
+    assert env.observation_space == reference.observation_space
+    assert env.action_space == reference.action_space
+    _check(env)
+    if adapter is POPGymAdapter:  # no passive checker below the adapter: it would warn
+        assert gym.wrappers.PassiveEnvChecker not in _wrapper_chain(env)
+    remade = env.spec.make()  # gym.make's spec re-makes the same task
+    assert remade.observation_space == env.observation_space
+
+
+def test_gym_make_takes_the_adapters_kwargs_too() -> None:
+    env = gym.make("smt_rl/MiniGrid-MemoryS7-v0", movement_only=True, max_steps=40)
+    assert env.action_space == spaces.Discrete(3) and env.unwrapped.max_steps == 40
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_make_env_is_gym_make_of_the_twin_step_for_step(twin: str) -> None:
+    plain, _ = TWINS[twin]
+    for seed in (0, 1):
+        ours = _run_random_episode(make_env(plain), seed)
+        theirs = _run_random_episode(gym.make(twin), seed)
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            obs_a, *rest_a = a
+            obs_b, *rest_b = b
+            if isinstance(obs_a, dict):
+                assert obs_a.keys() == obs_b.keys()
+                for key in obs_a:
+                    np.testing.assert_array_equal(obs_a[key], obs_b[key])
+            else:
+                np.testing.assert_array_equal(obs_a, obs_b)
+            assert repr(rest_a) == repr(rest_b)  # reward, flags and info, types included
+
+
+def test_import_registers_the_memory_twins_without_importing_their_packages() -> None:
+    code = (
+        "import sys, gymnasium as gym, envs; "
+        "print(all(f'smt_rl/{i}' in gym.registry for i in envs.MEMORY_TASK_IDS[1:]), "
+        "'minigrid' in sys.modules, 'popgym' in sys.modules); "
+        "print(type(gym.make('smt_rl/MiniGrid-MemoryS9-v0')).__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "False", "False", "MiniGridSymbolic"]
+
+
+def test_other_twins_are_registered_on_demand() -> None:
+    door_key = make_env("smt_rl/MiniGrid-DoorKey-5x5-v0")
+    assert isinstance(door_key, MiniGridSymbolic)
+    assert isinstance(gym.make("smt_rl/MiniGrid-DoorKey-5x5-v0"), MiniGridSymbolic)
+    hard = make_env("popgym-RepeatFirstHard-v0")  # a plain popgym id means its twin
+    assert isinstance(hard, POPGymAdapter) and "smt_rl/popgym-RepeatFirstHard-v0" in gym.registry
+    babyai = make_env("BabyAI-GoToLocal-v0")  # a plain BabyAI id stays plain (it needs its mission)
+    assert "mission" in babyai.observation_space.spaces
+    assert isinstance(make_env("smt_rl/BabyAI-GoToLocal-v0"), MiniGridSymbolic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # registering again is a no-op
+        assert envs.register_adapted("MiniGrid-DoorKey-5x5-v0") == "smt_rl/MiniGrid-DoorKey-5x5-v0"
+
+
+# ---------------------------------------------------------------------------------------------
 # make_env errors on registered ids
 
 
@@ -599,6 +681,17 @@ def test_entry_point_missing_attribute(user_module: str) -> None:
 def test_entry_point_not_an_env(user_module: str, attr: str) -> None:
     with pytest.raises(TaskConfigError, match=r"env\.entry_point.*gymnasium\.Env"):
         make_env(entry_point=f"{user_module}:{attr}")
+
+
+def test_entry_point_module_that_fails_on_import(tmp_path, monkeypatch) -> None:
+    """The module and its own error, in one line."""
+    (tmp_path / "smt_rl_test_broken_envs.py").write_text("raise RuntimeError('no GPU\\nfound')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TaskConfigError) as excinfo:
+        make_env(entry_point="smt_rl_test_broken_envs:MyEnv")
+    message = str(excinfo.value)
+    assert "env.entry_point" in message and "'smt_rl_test_broken_envs'" in message
+    assert "RuntimeError: no GPU found" in message and "\n" not in message
 
 
 def test_entry_point_with_bad_id(user_module: str) -> None:

@@ -3,7 +3,7 @@
 from smt_rl.data.collect import CollectionResult, collect_episodes
 from smt_rl.data.dataset import TrajectoryDataset
 from smt_rl.data.policies import BehaviourPolicy, RandomPolicy
-from smt_rl.data.vector import InProcessEnvs, WorkerProcessEnvs, make_envs
+from smt_rl.data.vector import InProcessEnvs, make_vector_env
 from smt_rl.data.writer import TrajectoryWriter, env_description
 
 __all__ = [
@@ -13,8 +13,7 @@ __all__ = [
     "RandomPolicy",
     "TrajectoryDataset",
     "TrajectoryWriter",
-    "WorkerProcessEnvs",
     "collect_episodes",
     "env_description",
-    "make_envs",
+    "make_vector_env",
 ]

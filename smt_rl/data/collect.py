@@ -17,10 +17,16 @@ from tqdm.auto import tqdm
 
 from smt_rl.checks import check_finite
 from smt_rl.data.policies import BehaviourPolicy, resolve_policy
-from smt_rl.data.vector import as_action_list, make_envs
+from smt_rl.data.vector import (
+    done_mask,
+    final_observations,
+    final_successes,
+    make_vector_env,
+    step_actions,
+)
 from smt_rl.data.writer import TrajectoryWriter
 from smt_rl.errors import ConfigError
-from smt_rl.spaces import check_space, leaf_spaces, stack_observations, torch_dtype
+from smt_rl.spaces import check_space, leaf_spaces, torch_dtype
 
 
 @dataclass
@@ -51,19 +57,50 @@ def _get(value: Any, path: tuple[str, ...]) -> Any:
 Arrays = dict[tuple[str, ...], np.ndarray]
 
 
-class _Episode:
-    """The steps of one running episode, kept as Python lists until it ends (cheapest per step).
+class _StepLog:
+    """The batched steps of K environments since the oldest running episode began.
 
-    o_{t+1} is not stored separately: it is the next entry of ``observations``, or the final
-    observation.
+    Each step adds one ``(K, ...)`` entry per observation leaf, action and reward (no per-env
+    work); an episode is cut out of these when it ends. Steps are numbered from 0 across the run.
     """
 
-    __slots__ = ("actions", "observations", "rewards")
+    def __init__(self, obs_paths: list[tuple[str, ...]], num_envs: int) -> None:
+        self.observations: dict[tuple[str, ...], list[np.ndarray]] = {p: [] for p in obs_paths}
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[np.ndarray] = []
+        self.first = 0  # number of the oldest step kept
+        self.now = 0  # number of the next step
+        self.starts = np.zeros(num_envs, dtype=np.int64)  # first step of each running episode
 
-    def __init__(self, first_observation: Any) -> None:
-        self.observations = [first_observation]
-        self.actions: list[Any] = []
-        self.rewards: list[float] = []
+    def append(self, observation: Any, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Log one step: o_t as the vector env returns it, a_t ``(K, ...)`` and r_t ``(K,)``."""
+        for path, steps in self.observations.items():
+            steps.append(_get(observation, path))
+        self.actions.append(actions)
+        self.rewards.append(rewards)
+        self.now += 1
+
+    def episode(self, env: int) -> tuple[Arrays, np.ndarray, np.ndarray]:
+        """The running episode of ``env``, its L steps so far.
+
+        Returns:
+            ``({leaf path: o_0..o_{L-1} (L, ...)}, a_0..a_{L-1} (L, ...), r_0..r_{L-1} (L,))``.
+        """
+        steps = slice(int(self.starts[env]) - self.first, self.now - self.first)
+        observations = {p: np.asarray(o[steps])[:, env] for p, o in self.observations.items()}
+        return (
+            observations,
+            np.asarray(self.actions[steps])[:, env],
+            np.asarray(self.rewards[steps])[:, env],
+        )
+
+    def restart(self, envs: np.ndarray) -> None:
+        """Start new episodes in ``envs`` at the next step; forget steps no episode needs."""
+        self.starts[envs] = self.now
+        drop = int(self.starts.min()) - self.first
+        for steps in [*self.observations.values(), self.actions, self.rewards]:
+            del steps[:drop]
+        self.first += drop
 
 
 class _EpisodeStacker:
@@ -72,40 +109,42 @@ class _EpisodeStacker:
     def __init__(self, obs_space: spaces.Space, act_space: spaces.Space) -> None:
         self.obs_leaves = {p: (s.shape, _numpy_dtype(s)) for p, s in leaf_spaces(obs_space).items()}
         self.act_shape, self.act_dtype = act_space.shape, _numpy_dtype(act_space)
-        #: Makes a private copy of an observation (environments may reuse their buffers).
-        self.copy_observation: Callable[[Any], Any] = (
-            self._copy_dict if isinstance(obs_space, spaces.Dict) else np.array
-        )
-
-    def _copy_dict(self, obs: Any) -> Any:
-        if isinstance(obs, dict):
-            return {k: self._copy_dict(v) for k, v in obs.items()}
-        return np.array(obs)
 
     def stack(
-        self, ep: _Episode, final_obs: Any, terminated: bool, truncated: bool, env_index: int = 0
+        self,
+        observations: Arrays,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        final_obs: Arrays,
+        terminated: bool,
+        truncated: bool,
+        env_index: int = 0,
     ) -> Arrays:
         """One finished episode as ``{key: (L, ...) array}`` in the stored layout.
+
+        Args:
+            observations: ``{leaf path: o_0..o_{L-1} (L, ...)}``.
+            actions: a_0..a_{L-1}, ``(L, ...)``.
+            rewards: r_0..r_{L-1}, ``(L,)``.
+            final_obs: ``{leaf path: o_L}``, the observation the last step returned.
 
         Raises:
             NonFiniteError: an observation or reward of the episode is NaN or infinite (the
                 message names env ``env_index`` and the episode step).
         """
-        length = len(ep.actions)
+        length = len(actions)
         arrays: Arrays = {}
         for path, (shape, dtype) in self.obs_leaves.items():
-            # ep.observations holds o_0 .. o_{L-1}; o_L is the final observation.
-            values = np.asarray([_get(o, path) for o in ep.observations], dtype=dtype)
-            values = values.reshape(length, *shape)
-            final = np.asarray(_get(final_obs, path), dtype=dtype).reshape(1, *shape)
+            values = np.asarray(observations[path], dtype=dtype).reshape(length, *shape)
+            final = np.asarray(final_obs[path], dtype=dtype).reshape(1, *shape)
             every = np.concatenate([values, final])  # o_0 .. o_L
             name = "observation" + "".join(f"[{k!r}]" for k in path)
             check_finite({name: every}, lambda t, i=env_index: f"env {i}, episode step {t}")
             arrays[("observation", *path)] = values
             arrays[("next", "observation", *path)] = every[1:]
-        actions = np.asarray(ep.actions, self.act_dtype)
+        actions = np.asarray(actions, self.act_dtype)
         arrays[("action",)] = actions.reshape(length, *self.act_shape)
-        arrays[("next", "reward")] = np.asarray(ep.rewards, dtype=np.float32)
+        arrays[("next", "reward")] = np.asarray(rewards, dtype=np.float32)
         check_finite(
             {"reward": arrays[("next", "reward")]},
             lambda t, i=env_index: f"env {i}, episode step {t}",
@@ -126,6 +165,50 @@ class _EpisodeStacker:
             steps.set(key, torch.from_numpy(np.concatenate([ep[key] for ep in episodes])))
         steps.set("is_init", steps["step_count"] == 0)
         return steps
+
+
+class _Chunks:
+    """Finished episodes waiting to be written, in chunks of at least ``chunk_steps`` steps, and
+    the statistics of every episode this run added."""
+
+    def __init__(
+        self, writer: TrajectoryWriter, stacker: _EpisodeStacker, chunk_steps: int
+    ) -> None:
+        self.writer, self.stacker, self.chunk_steps = writer, stacker, chunk_steps
+        self.pending: list[Arrays] = []
+        self.pending_stats: tuple[list[int], list[float], list[bool | None]] = ([], [], [])
+        self.returns: list[float] = []  # of every episode of the run
+        self.successes: list[bool] = []  # of the episodes that reported one
+        self.steps_written = self.pending_steps = 0
+
+    def add(self, episode: Arrays, episode_return: float, success: bool | None) -> None:
+        """Queue one finished episode."""
+        length = len(episode[("step_count",)])
+        self.pending.append(episode)
+        for stat, value in zip(self.pending_stats, (length, episode_return, success), strict=True):
+            stat.append(value)
+        self.returns.append(episode_return)
+        if success is not None:
+            self.successes.append(success)
+        self.pending_steps += length
+
+    def flush_if_full(self) -> None:
+        """Write the queue as one chunk once it holds ``chunk_steps`` steps."""
+        if self.pending_steps >= self.chunk_steps:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued episodes as one chunk."""
+        if not self.pending:
+            return
+        lengths, returns, successes = self.pending_stats
+        known = None if any(s is None for s in successes) else [bool(s) for s in successes]
+        self.writer.write_chunk(self.stacker.to_tensordict(self.pending), lengths, returns, known)
+        self.steps_written += sum(lengths)
+        self.pending_steps = 0
+        self.pending.clear()
+        for stat in self.pending_stats:
+            stat.clear()
 
 
 def collect_episodes(
@@ -152,14 +235,15 @@ def collect_episodes(
         policy: ``"random"`` or a :class:`BehaviourPolicy`.
         num_envs: environments stepped together.
         seed: environment i is first reset with seed ``seed + i``; the random policy uses ``seed``.
-        vectorization: ``"sync"`` (in-process) or ``"async"`` (a worker process per env).
+        vectorization: ``"sync"`` (``SyncVectorEnv``, in this process) or ``"async"``
+            (``AsyncVectorEnv``, a worker process per env).
         chunk_steps: episodes are written in chunks of at least this many steps.
         progress: show a progress bar (episodes, steps/s, mean return).
     """
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     started = time.perf_counter()
-    envs = make_envs(env_fn, num_envs, vectorization)
+    envs = make_vector_env(env_fn, num_envs, vectorization)
     writer: TrajectoryWriter | None = None
     try:
         obs_space, act_space = envs.single_observation_space, envs.single_action_space
@@ -176,70 +260,10 @@ def collect_episodes(
             }
         )
         stacker = _EpisodeStacker(obs_space, act_space)
-        observations = [stacker.copy_observation(o) for o in envs.reset(seed)]
-        running = [_Episode(o) for o in observations]
-        episode_start = np.ones(num_envs, dtype=bool)
-        pending: list[Arrays] = []
-        pending_stats: tuple[list[int], list[float], list[bool | None]] = ([], [], [])
-        returns: list[float] = []
-        successes: list[bool] = []
-        finished = steps_written = pending_steps = 0
-
-        def flush() -> None:
-            nonlocal steps_written, pending_steps
-            if not pending:
-                return
-            lengths, rets, succ = pending_stats
-            known = None if any(s is None for s in succ) else [bool(s) for s in succ]
-            writer.write_chunk(stacker.to_tensordict(pending), lengths, rets, known)
-            steps_written += sum(lengths)
-            pending_steps = 0
-            pending.clear()
-            for stat in pending_stats:
-                stat.clear()
-
-        bar = tqdm(total=episodes, unit="ep", disable=not progress, desc="collect")
-        copy_observation = stacker.copy_observation
-        while finished < episodes:
-            batch_obs = stack_observations(observations, obs_space) if behaviour.observes else None
-            actions = as_action_list(behaviour.act(batch_obs, episode_start))
-            for i, res in enumerate(envs.step(actions)):
-                ep = running[i]
-                ep.actions.append(actions[i])
-                ep.rewards.append(res.reward)
-                obs = observations[i] = copy_observation(res.observation)
-                if res.final_observation is None:
-                    ep.observations.append(obs)
-                    episode_start[i] = False
-                    continue
-                episode_start[i] = True
-                running[i] = _Episode(obs)
-                if finished >= episodes:
-                    continue
-                finished += 1
-                pending.append(
-                    stacker.stack(ep, res.final_observation, res.terminated, res.truncated, i)
-                )
-                ret = float(sum(ep.rewards))
-                pending_stats[0].append(len(ep.actions))
-                pending_stats[1].append(ret)
-                pending_stats[2].append(res.success)
-                returns.append(ret)
-                if res.success is not None:
-                    successes.append(res.success)
-                pending_steps += len(ep.actions)
-                bar.update(1)
-                if progress:
-                    elapsed = time.perf_counter() - started
-                    bar.set_postfix(
-                        steps_s=f"{(steps_written + pending_steps) / max(elapsed, 1e-9):.0f}",
-                        ret=f"{np.mean(returns[-100:]):.3f}",
-                        refresh=False,
-                    )
-            if pending_steps >= chunk_steps:
-                flush()
-        flush()
-        bar.close()
+        chunks = _Chunks(writer, stacker, chunk_steps)
+        with tqdm(total=episodes, unit="ep", disable=not progress, desc="collect") as bar:
+            _run(envs, behaviour, stacker, chunks, episodes, seed, bar)
+        chunks.flush()
         wall = time.perf_counter() - started
         writer.end_collection(wall)
     except BaseException:
@@ -250,12 +274,64 @@ def collect_episodes(
         envs.close()
     return CollectionResult(
         path=str(out),
-        episodes=finished,
-        steps=steps_written,
+        episodes=len(chunks.returns),
+        steps=chunks.steps_written,
         wall_s=wall,
-        steps_per_s=steps_written / max(wall, 1e-9),
-        return_mean=float(np.mean(returns)),
-        success_rate=float(np.mean(successes)) if successes else None,
+        steps_per_s=chunks.steps_written / max(wall, 1e-9),
+        return_mean=float(np.mean(chunks.returns)),
+        success_rate=float(np.mean(chunks.successes)) if chunks.successes else None,
         dataset_episodes=writer.meta["num_episodes"],
         dataset_steps=writer.meta["num_steps"],
+    )
+
+
+def _run(
+    envs: gym.vector.VectorEnv,
+    behaviour: BehaviourPolicy,
+    stacker: _EpisodeStacker,
+    chunks: _Chunks,
+    episodes: int,
+    seed: int,
+    bar: tqdm,
+) -> None:
+    """Step the K environments with the behaviour policy until ``episodes`` episodes ended,
+    handing each finished episode to ``chunks`` (in the order they end: by step, then env)."""
+    started = time.perf_counter()
+    log = _StepLog(list(stacker.obs_leaves), envs.num_envs)
+    observation, _ = envs.reset(seed=seed)
+    episode_start = np.ones(envs.num_envs, dtype=bool)
+    while len(chunks.returns) < episodes:
+        # a copy: a policy may reuse its output buffer, and the log keeps the actions
+        actions = np.array(
+            behaviour.act(observation if behaviour.observes else None, episode_start)
+        )
+        next_observation, reward, terminated, truncated, info = envs.step(step_actions(actions))
+        log.append(observation, actions, reward)
+        observation, episode_start = next_observation, done_mask(terminated, truncated)
+        if not episode_start.any():
+            continue
+        ended, final_obs = final_observations(info, envs.single_observation_space)
+        success = final_successes(info, envs.num_envs)
+        for j, i in enumerate(ended.tolist()[: episodes - len(chunks.returns)]):
+            ep_obs, ep_actions, ep_rewards = log.episode(i)
+            final = {path: _get(final_obs, path)[j] for path in stacker.obs_leaves}
+            arrays = stacker.stack(
+                ep_obs, ep_actions, ep_rewards, final, terminated[i], truncated[i], i
+            )
+            # summed in order from the first reward, as a plain loop over the env would
+            chunks.add(arrays, float(sum(ep_rewards.tolist())), success[i])
+            bar.update(1)
+        log.restart(ended)
+        chunks.flush_if_full()  # after all the episodes that ended in this step
+        if not bar.disable:
+            _show_progress(bar, chunks, started)
+
+
+def _show_progress(bar: tqdm, chunks: _Chunks, started: float) -> None:
+    """Steps/s since ``started`` and the mean return of the last 100 episodes, on the bar."""
+    steps = chunks.steps_written + chunks.pending_steps
+    bar.set_postfix(
+        steps_s=f"{steps / max(time.perf_counter() - started, 1e-9):.0f}",
+        ret=f"{np.mean(chunks.returns[-100:]):.3f}",
+        refresh=False,
     )

@@ -1,9 +1,10 @@
-"""Step K environments together, one result per environment, resetting each as it finishes.
+"""Step K environments together with gymnasium's vector envs; read a step's results as arrays.
 
-Two engines behind one interface: :class:`InProcessEnvs` (a plain loop, the cheapest per step)
-and :class:`WorkerProcessEnvs` (gymnasium's ``AsyncVectorEnv``, one worker process per
-environment, for environments whose own step is expensive). With the same seed both give the
-same data: environment i is reset with ``seed + i`` first, then without a seed.
+:func:`make_vector_env` builds a ``SyncVectorEnv`` (a loop in this process, the cheapest per
+step) or an ``AsyncVectorEnv`` (a worker process per environment, for environments whose own step
+is expensive) that resets a finished environment within the same step. With the same seed both
+give the same data: ``reset(seed=s)`` resets environment i with ``s + i``, and every later reset
+(at an episode's end) is done without a seed.
 """
 
 from __future__ import annotations
@@ -13,13 +14,99 @@ from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+from gymnasium import spaces
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector.utils import concatenate, create_empty_array
 
 from smt_rl.errors import ConfigError
 
 VECTORIZATIONS = ("sync", "async")
 
 
+def make_vector_env(
+    env_fn: Callable[[], gym.Env], num_envs: int, vectorization: str = "sync"
+) -> VectorEnv:
+    """``num_envs`` environments built by ``env_fn``, stepped as one vector env.
+
+    A finished environment is reset in the same step (``AutoresetMode.SAME_STEP``): ``step``
+    returns the first observation of its next episode, and the last one of the finished episode
+    in ``info["final_obs"]`` (its info in ``info["final_info"]``), masked by
+    ``info["_final_obs"]``. See :func:`step_actions`, :func:`done_mask`,
+    :func:`final_observations` and :func:`final_successes`.
+
+    Args:
+        env_fn: builds one environment (picklable for ``"async"``).
+        num_envs: number of environments, >= 1.
+        vectorization: ``"sync"`` (``SyncVectorEnv``, in this process) or ``"async"``
+            (``AsyncVectorEnv``, one worker process per environment).
+
+    Raises:
+        ConfigError: ``num_envs`` or ``vectorization`` is not valid.
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if vectorization not in VECTORIZATIONS:
+        raise ConfigError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
+    vector_cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
+    return vector_cls([env_fn] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def step_actions(actions: Any) -> Any:
+    """A batch of actions in the form to pass to ``VectorEnv.step``.
+
+    A 1-D batch (Discrete actions, ``(K,)``) becomes a list of Python numbers, so that each
+    environment receives an ``int`` rather than a numpy scalar: cheaper to step, and MiniGrid
+    compares numpy scalars with its action enum ~10% slower per step. Other batches pass as they
+    are.
+    """
+    if isinstance(actions, np.ndarray) and actions.ndim == 1:
+        return actions.tolist()
+    return actions
+
+
+def done_mask(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+    """``(K,)`` bool: True where the step ended an episode."""
+    return np.logical_or(terminated, truncated)
+
+
+def final_observations(info: dict[str, Any], space: spaces.Space) -> tuple[np.ndarray, Any]:
+    """The last observations of the episodes that ended in a step of a same-step vector env.
+
+    Args:
+        info: the info the vector env's ``step`` returned.
+        space: the single observation space.
+
+    Returns:
+        ``(envs, observations)``: the ``(F,)`` indices of the F environments that finished, and
+        their final observations batched as ``(F, ...)`` (a dict of such for a Dict space).
+    """
+    envs = np.flatnonzero(info.get("_final_obs", ()))
+    batch = create_empty_array(space, n=len(envs), fn=np.zeros)
+    if len(envs):
+        batch = concatenate(space, [info["final_obs"][i] for i in envs], batch)
+    return envs, batch
+
+
+def final_successes(info: dict[str, Any], num_envs: int) -> list[bool | None]:
+    """``info["success"]`` that each environment reported at its episode's end in this step.
+
+    Returns:
+        K entries: True / False where an episode ended with a ``success`` in its final info,
+        None elsewhere (no episode ended, or it reported no success).
+    """
+    final = info.get("final_info", {})
+    reported = final.get("_success", np.zeros(num_envs, bool))
+    return [
+        None if not reported[i] or final["success"][i] is None else bool(final["success"][i])
+        for i in range(num_envs)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-environment stepping
+
+
+# kept until the agent loop moves to make_vector_env
 class EnvStep(NamedTuple):
     """What one environment returned for one step."""
 
@@ -31,8 +118,9 @@ class EnvStep(NamedTuple):
     success: bool | None  # info["success"] reported at the episode's end, else None
 
 
+# kept until the agent loop moves to make_vector_env
 class InProcessEnvs:
-    """K environments stepped one after the other in this process."""
+    """K environments stepped one after the other in this process, one result per environment."""
 
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int) -> None:
         self.envs = [env_fn() for _ in range(num_envs)]
@@ -60,72 +148,9 @@ class InProcessEnvs:
             env.close()
 
 
-class WorkerProcessEnvs:
-    """K environments in worker processes (gymnasium ``AsyncVectorEnv``, same-step reset)."""
-
-    def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int) -> None:
-        self.vector = AsyncVectorEnv([env_fn] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-        self.num_envs = num_envs
-        self.single_observation_space = self.vector.single_observation_space
-        self.single_action_space = self.vector.single_action_space
-
-    def reset(self, seed: int) -> list[Any]:
-        obs, _ = self.vector.reset(seed=seed)
-        return [_row(obs, i) for i in range(self.num_envs)]
-
-    def step(self, actions: Sequence[Any]) -> list[EnvStep]:
-        batch = np.stack([np.asarray(a) for a in actions])
-        obs, reward, terminated, truncated, info = self.vector.step(batch)
-        final_info = info.get("final_info") or {}
-        results = []
-        for i in range(self.num_envs):
-            final, success = None, None
-            if terminated[i] or truncated[i]:
-                final = info["final_obs"][i]
-                if "success" in final_info and final_info["_success"][i]:
-                    success = bool(final_info["success"][i])
-            results.append(
-                EnvStep(
-                    _row(obs, i),
-                    float(reward[i]),
-                    bool(terminated[i]),
-                    bool(truncated[i]),
-                    final,
-                    success,
-                )
-            )
-        return results
-
-    def close(self) -> None:
-        self.vector.close()
-
-
+# kept until the agent loop moves to make_vector_env
 def as_action_list(actions: Any) -> list[Any]:
     """Per-environment actions; a numpy batch of scalars becomes Python numbers (cheaper)."""
     if isinstance(actions, np.ndarray):
         return actions.tolist() if actions.ndim == 1 else list(actions)
     return list(actions)
-
-
-def _row(batch: Any, i: int) -> Any:
-    """Environment ``i``'s observation out of a batched (possibly Dict) observation."""
-    if isinstance(batch, dict):
-        return {k: _row(v, i) for k, v in batch.items()}
-    return batch[i]
-
-
-def make_envs(
-    env_fn: Callable[[], gym.Env], num_envs: int, vectorization: str = "sync"
-) -> InProcessEnvs | WorkerProcessEnvs:
-    """K environments built by ``env_fn`` (picklable for ``"async"``).
-
-    Args:
-        vectorization: ``"sync"`` (in-process loop) or ``"async"`` (a worker process per env).
-    """
-    if num_envs < 1:
-        raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
-    if vectorization == "sync":
-        return InProcessEnvs(env_fn, num_envs)
-    if vectorization == "async":
-        return WorkerProcessEnvs(env_fn, num_envs)
-    raise ConfigError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
