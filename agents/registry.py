@@ -28,7 +28,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "smt_ppo": Algorithm(
         "agents.smt_ppo:SMTPPO",
         "smt_ppo_agent",
-        ("data", "model", "smt", "ppo", "dmt"),
+        ("data", "model", "smt", "offline_dmt", "ppo", "onpolicy_dmt", "online_teacher"),
         "this project's agent: SMT-pretrained memory, PPO x on-policy DMT, no BPTT",
     ),
     "ppo": Algorithm(

@@ -5,13 +5,12 @@ actor and critic read ``[sg(m_t), sg(x_t)]``. Each rollout stores the memory the
 so PPO trains on shuffled single steps. After each rollout the teacher labels every visited step
 (seeing each environment's episode back to the start of its window, across rollout boundaries),
 and the memory cell learns ``f(sg(m^s_{t-1}), x_t) -> m*_t`` on a replay of recent on-policy steps
-(DAgger). The teacher is frozen, or (``dmt.teacher: continued``) keeps learning its predictive
+(DAgger). The teacher is frozen, or (``online_teacher.enabled``) keeps learning its predictive
 loss on the agent's finished episodes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections import defaultdict
@@ -39,6 +38,13 @@ from agents.smt_ppo.loop import (
 from agents.smt_ppo.ppo import anneal_lr, gae, ppo_update
 from smt_rl.checks import check_finite
 from smt_rl.data.episodes import EpisodeAssembler
+from smt_rl.data.vector import (
+    done_mask,
+    final_observations,
+    final_successes,
+    make_vector_env,
+    step_actions,
+)
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
 from smt_rl.memory import MemoryRunner, MemoryState
@@ -78,8 +84,9 @@ class SMTPPO(AgentBase):
 
     Args:
         model: the SMT model (its step encoder stays frozen, its teacher too unless
-            ``dmt.teacher`` is ``continued``; DMT trains its cell).
-        cfg: the train config (``ppo``, ``dmt``, ``env.num_envs``, ``seed`` are read).
+            ``online_teacher.enabled``; on-policy DMT trains its cell).
+        cfg: the train config (``ppo``, ``onpolicy_dmt``, ``online_teacher``, ``env.num_envs``,
+            ``seed`` are read).
         env_fn: builds one environment; needed by :meth:`learn`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         policy: actor/critic heads (new ones when None).
@@ -111,7 +118,7 @@ class SMTPPO(AgentBase):
             self.device
         )
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.ppo.lr, eps=1e-5)
-        dmt = cfg.dmt
+        dmt, teacher = cfg.onpolicy_dmt, cfg.online_teacher
         self.dmt = OnPolicyDMT(
             model,
             optimizer=dmt.optimizer,
@@ -126,11 +133,11 @@ class SMTPPO(AgentBase):
             OnlineTeacher(
                 model,
                 cfg.smt,
-                dmt.teacher_lr,
-                dmt.teacher_batch_episodes,
-                dmt.teacher_buffer_episodes,
+                teacher.lr,
+                teacher.batch_episodes,
+                teacher.buffer_episodes,
             )
-            if dmt.teacher == "continued"
+            if teacher.enabled
             else None
         )
         self.episodes = EpisodeAssembler(cfg.env.num_envs) if self.online_teacher else None
@@ -241,7 +248,7 @@ class SMTPPO(AgentBase):
                 rollout, last_value = self._collect_rollout(envs, loop, bar)
                 metrics = self._ppo_update(rollout, last_value)
                 history = self.histories.extend(rollout.select(*STEP_INPUT_KEYS))
-                if cfg.dmt.enabled:
+                if cfg.onpolicy_dmt.enabled:
                     metrics.update(self.dmt.update(rollout, history, self.generator))
                 if self.online_teacher is not None:
                     metrics.update(self._teacher_update(rollout))
@@ -263,10 +270,7 @@ class SMTPPO(AgentBase):
 
     def _make_envs(self) -> gym.vector.VectorEnv:
         """``env.num_envs`` environments, reset in the same step when an episode ends."""
-        envs = gym.vector.SyncVectorEnv(
-            [self.env_fn] * self.cfg.env.num_envs,
-            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        )
+        envs = make_vector_env(self.env_fn, self.cfg.env.num_envs)
         fix = "build the agent on a model pretrained on this task, or wrap the env to match."
         try:
             check_same_space(
@@ -314,10 +318,10 @@ class SMTPPO(AgentBase):
             logp = dist.log_prob(action)
             env_actions = self._to_env(action.cpu())
             loop.actions.append(np.asarray(env_actions))
-            observations, reward, terminated, truncated, info = envs.step(env_actions)
-            done = terminated | truncated
-            finals = _final_observations(info, done)
-            loop.stats.record(reward, done, _final_successes(info, done))
+            observations, reward, terminated, truncated, info = envs.step(step_actions(env_actions))
+            done = done_mask(terminated, truncated)
+            finals = self._final_observations(info)
+            loop.stats.record(reward, done, final_successes(info, envs.num_envs))
             reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
             check_finite(
                 {"reward": reward_t},
@@ -368,20 +372,27 @@ class SMTPPO(AgentBase):
         )
         return rollout
 
-    def _next_observations(self, observations: Any, finals: dict[int, Any]) -> Any:
+    def _final_observations(self, info: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        """``(envs (F,), observations (F, ...))``: the last observations of the episodes that
+        ended in a step, as tensors on the device."""
+        envs, batch = final_observations(info, self.observation_space)
+        tensor = batch_to_tensor(self.observation_space, batch, len(envs))
+        return torch.as_tensor(envs, device=self.device), tensor.to(self.device)
+
+    def _next_observations(self, observations: Any, finals: tuple[torch.Tensor, Any]) -> Any:
         """``o_{t+1}`` of every environment as a tensor ``(N, ...)``: the final observation of an
         episode that ended, else the observation the environment returned."""
         n = self.cfg.env.num_envs
-        batch = batch_to_tensor(self.observation_space, observations, n).clone()
-        if finals:
-            index = torch.tensor(list(finals))
-            stacked = stack_observations(list(finals.values()), self.observation_space)
-            batch[index] = batch_to_tensor(self.observation_space, stacked, len(finals))
-        return batch.to(self.device)
+        batch = batch_to_tensor(self.observation_space, observations, n).to(self.device)
+        envs, final = finals
+        if len(envs):
+            batch = batch.clone()
+            batch[envs] = final
+        return batch
 
     def _truncation_bootstrap(
         self,
-        finals: dict[int, Any],
+        finals: tuple[torch.Tensor, Any],
         truncated: np.ndarray,
         memory: torch.Tensor,
         action: torch.Tensor,
@@ -391,16 +402,16 @@ class SMTPPO(AgentBase):
         """``gamma * V(o_final)`` ``(N,)`` where an episode was cut by a time limit (its value
         did not end), else 0; V reads the memory after the final observation."""
         bootstrap = torch.zeros(truncated.shape[0], device=self.device)
-        index = [i for i in np.flatnonzero(truncated).tolist() if i in finals]
-        if not index:
+        envs, final = finals
+        cut = torch.as_tensor(truncated, device=self.device)[envs] if len(envs) else envs
+        if not len(envs) or not bool(cut.any()):
             return bootstrap
-        rows = torch.tensor(index, device=self.device)
-        observations = stack_observations([finals[i] for i in index], self.observation_space)
+        rows, final = envs[cut], final[cut]
         state = MemoryState(memory[rows], action[rows], reward[rows], step_count[rows] + 1)
-        starts = torch.zeros(len(index), dtype=torch.bool, device=self.device)
-        x, _, after = self.memory.transition(
-            self._observe(observations, state, starts), state.memory
-        )
+        starts = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
+        inputs = self.memory.inputs(final, state, starts)
+        check_finite({"observation": final}, lambda i: f"env {int(rows[i])}, final observation")
+        x, _, after = self.memory.transition(inputs, state.memory)
         bootstrap[rows] = self.cfg.ppo.gamma * self.policy.value(policy_features(after, x))
         return bootstrap
 
@@ -430,7 +441,7 @@ class SMTPPO(AgentBase):
         """Hand the episodes that ended to the continued teacher, then update it."""
         for episode in self.episodes.add(rollout.select(*DATASET_KEYS).cpu()):
             self.online_teacher.buffer.add(episode)
-        updates = self.cfg.dmt.teacher_updates_per_rollout
+        updates = self.cfg.online_teacher.updates_per_rollout
         return self.online_teacher.update(updates, self.generator, self.device)
 
     # ------------------------------------------------------------------ resuming
@@ -468,7 +479,7 @@ class SMTPPO(AgentBase):
 
     def saved_config(self) -> TrainConfig:
         # the model's own sizes: cfg.model may differ when the agent was built on a model
-        return dataclasses.replace(self.cfg, model=self.model.cfg)
+        return self.cfg.model_copy(update={"model": self.model.cfg})
 
     @classmethod
     def _restore(
@@ -493,20 +504,3 @@ class SMTPPO(AgentBase):
         agent = cls(model, cfg, env_fn, cfg.device)
         agent.data_steps, agent.summary = data_steps, figures
         return agent
-
-
-def _final_observations(info: dict[str, Any], done: np.ndarray) -> dict[int, Any]:
-    """``{env: final observation}`` of the episodes that ended in a step (same-step autoreset)."""
-    if not done.any():
-        return {}
-    return {int(i): info["final_obs"][i] for i in np.flatnonzero(done)}
-
-
-def _final_successes(info: dict[str, Any], done: np.ndarray) -> list[bool | None]:
-    """Per environment, ``info["success"]`` at the end of the episode that ended (else None)."""
-    final = info.get("final_info", {})
-    flags, reported = final.get("success"), final.get("_success")
-    return [
-        bool(flags[i]) if done[i] and reported is not None and reported[i] else None
-        for i in range(done.shape[0])
-    ]

@@ -9,8 +9,8 @@ give the same data: ``reset(seed=s)`` resets environment i with ``s + i``, and e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -100,57 +100,3 @@ def final_successes(info: dict[str, Any], num_envs: int) -> list[bool | None]:
         None if not reported[i] or final["success"][i] is None else bool(final["success"][i])
         for i in range(num_envs)
     ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-environment stepping
-
-
-# kept until the agent loop moves to make_vector_env
-class EnvStep(NamedTuple):
-    """What one environment returned for one step."""
-
-    observation: Any  # o_{t+1}; when the episode ended, the first observation of the next one
-    reward: float  # r_t
-    terminated: bool
-    truncated: bool
-    final_observation: Any  # o_{t+1} of the episode that ended, else None
-    success: bool | None  # info["success"] reported at the episode's end, else None
-
-
-# kept until the agent loop moves to make_vector_env
-class InProcessEnvs:
-    """K environments stepped one after the other in this process, one result per environment."""
-
-    def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int) -> None:
-        self.envs = [env_fn() for _ in range(num_envs)]
-        self.single_observation_space = self.envs[0].observation_space
-        self.single_action_space = self.envs[0].action_space
-
-    def reset(self, seed: int) -> list[Any]:
-        return [env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)]
-
-    def step(self, actions: Sequence[Any]) -> list[EnvStep]:
-        results = []
-        for env, action in zip(self.envs, as_action_list(actions), strict=True):
-            obs, reward, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                success = info.get("success")
-                final, (obs, _) = obs, env.reset()
-                success = None if success is None else bool(success)
-                results.append(EnvStep(obs, reward, terminated, truncated, final, success))
-            else:
-                results.append(EnvStep(obs, reward, False, False, None, None))
-        return results
-
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
-
-
-# kept until the agent loop moves to make_vector_env
-def as_action_list(actions: Any) -> list[Any]:
-    """Per-environment actions; a numpy batch of scalars becomes Python numbers (cheaper)."""
-    if isinstance(actions, np.ndarray):
-        return actions.tolist() if actions.ndim == 1 else list(actions)
-    return list(actions)
