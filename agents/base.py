@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -17,9 +17,11 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from agents.config import TrainConfig
 from smt_rl.checkpoint import open_checkpoint, write_checkpoint
 from smt_rl.config import config_to_dict
+
+if TYPE_CHECKING:  # the train config is built from the registry, which names agent modules
+    from agents.config import TrainConfig
 
 EnvFn = Callable[[], gym.Env]
 Logger = Callable[[int, dict[str, float]], None]
@@ -131,6 +133,8 @@ class AgentBase:
         Raises:
             CheckpointError: missing, corrupt or of another kind, or weights that do not fit.
         """
+        from agents.config import TrainConfig
+
         checkpoint = open_checkpoint(path, kinds=(cls.kind,))
         observation_space, action_space = checkpoint.spaces()
         agent = cls._restore(

@@ -1,76 +1,29 @@
-"""Typed configuration of ``smt-rl train``: SMT pretraining plus the PPO x DMT agent."""
+"""Typed configuration of ``smt-rl train``: the pretraining sections, the run's RL settings,
+and one section per algorithm setting (taken from :mod:`agents.registry`)."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
-from agents.baselines.config import GRUPPOConfig, RecurrentPPOConfig, SB3PPOConfig
-from smt_rl.config import ConfigModel, Count, Fraction, NonNegative, NonNegativeInt
+from agents.registry import ALGORITHMS
+from agents.smt_ppo.config import OnlineTeacherConfig, OnPolicyDMTConfig, PPOConfig
+from smt_rl.config import ConfigModel, Count
 from smt_rl.smt.config import PretrainConfig
 
-Algo = Literal["smt_ppo", "ppo", "recurrent_ppo", "gru_ppo"]
-ALGOS: tuple[str, ...] = get_args(Algo)  # what `algo` may name
+__all__ = [
+    "ALGOS",
+    "Algo",
+    "EvalConfig",
+    "OnPolicyDMTConfig",
+    "OnlineTeacherConfig",
+    "PPOConfig",
+    "TrainConfig",
+]
 
-
-class PPOConfig(ConfigModel):
-    """Clipped PPO with GAE on stored memory states (single-step minibatches)."""
-
-    n_steps: Count = Field(128, description="steps per environment per rollout")
-    epochs: Count = Field(4, description="passes over each rollout")
-    minibatch_size: Count = Field(256, description="single steps per minibatch")
-    lr: NonNegative = Field(3e-4, description="Adam learning rate of the actor/critic heads")
-    anneal_lr: bool = Field(
-        True,
-        description="decay lr linearly to 0 at total_timesteps (small last updates: a late bad "
-        "update cannot spoil the saved policy)",
-    )
-    gamma: Fraction = Field(0.99, description="discount")
-    gae_lambda: Fraction = Field(0.95, description="GAE lambda")
-    clip: NonNegative = Field(0.2, description="PPO ratio clip")
-    ent_coef: NonNegative = Field(0.01, description="entropy bonus (exploration)")
-    vf_coef: NonNegative = Field(0.5, description="value loss weight")
-    max_grad_norm: NonNegative = Field(0.5, description="gradient clipping of the heads")
-    hidden: Count = Field(128, description="width of the actor/critic MLPs")
-    resume_every: NonNegativeInt = Field(
-        10,
-        description="rollouts between resume states of the PPO x DMT loop (RUN_DIR/resume/"
-        "rl_state.pt, where a killed `smt-rl train` continues); 0: none",
-    )
-
-
-class OnPolicyDMTConfig(ConfigModel):
-    """On-policy DAgger over memory states, interleaved with PPO: the memory cell learns the
-    teacher's labels of the histories the agent visits. ``enabled=false`` freezes it during RL."""
-
-    enabled: bool = Field(True, description="train the memory cell on the agent's visited states")
-    optimizer: Literal["sgd", "adamw"] = Field(
-        "sgd", description="optimiser of the memory cell (sgd: momentum 0.9)"
-    )
-    lr: NonNegative = Field(1e-3, description="learning rate of the memory cell")
-    updates_per_rollout: NonNegativeInt = Field(8, description="DMT updates after each rollout")
-    batch_size: Count = Field(256, description="(memory, input, label) triples per DMT update")
-    replay_size: Count = Field(
-        50_000, description="recent on-policy steps kept for DMT (DAgger aggregation)"
-    )
-    anchor_coef: NonNegative = Field(
-        1.0,
-        description="weight of ||f(m*_{t-1}, x_t) - m*_t||^2 beside the DAgger term (keeps f on "
-        "the teacher's states)",
-    )
-
-
-class OnlineTeacherConfig(ConfigModel):
-    """The teacher and decoder keep learning their predictive loss on the agent's finished
-    episodes during RL (the step encoder stays frozen). With ``smt.updates=0
-    offline_dmt.updates=0`` the memory is trained by DMT alone, without SMT pretraining."""
-
-    enabled: bool = Field(False, description="keep training the teacher during RL (else frozen)")
-    lr: NonNegative = Field(1e-4, description="AdamW learning rate of the teacher")
-    updates_per_rollout: NonNegativeInt = Field(4, description="teacher updates after each rollout")
-    batch_episodes: Count = Field(16, description="finished episodes per teacher update")
-    buffer_episodes: Count = Field(512, description="finished on-policy episodes kept")
+ALGOS: tuple[str, ...] = tuple(ALGORITHMS)  # what `algo` may name
+Algo = Literal[ALGOS]  # type: ignore[valid-type]  # an algorithm's name, as a config type
 
 
 class EvalConfig(ConfigModel):
@@ -83,30 +36,37 @@ class EvalConfig(ConfigModel):
     )
 
 
-class TrainConfig(PretrainConfig):
-    """``smt-rl train``: collect, SMT-pretrain, PPO x DMT, evaluate."""
+class RunSettings(PretrainConfig):
+    """What every ``smt-rl train`` run has beside its algorithm's own sections."""
 
     algo: Algo = Field(
         "smt_ppo",
-        description="smt_ppo: this project's agent; ppo (SB3, memoryless), recurrent_ppo "
-        "(sb3-contrib LSTM), gru_ppo (torchrl GRU): baselines on the same env and budget",
+        description="the algorithm: "
+        + "; ".join(f"{name}: {entry.about}" for name, entry in ALGORITHMS.items()),
     )
     total_timesteps: Count = Field(50_000, description="environment steps of the RL phase")
     budget_includes_data: bool = Field(
         False,
-        description="smt_ppo: total_timesteps also pays for the logged pretraining data, for "
-        "equal-budget comparisons",
-    )
-    ppo: PPOConfig = Field(default_factory=PPOConfig, description="policy optimisation")
-    onpolicy_dmt: OnPolicyDMTConfig = Field(
-        default_factory=OnPolicyDMTConfig, description="on-policy memory training (DAgger)"
-    )
-    online_teacher: OnlineTeacherConfig = Field(
-        default_factory=OnlineTeacherConfig, description="teacher learning during RL"
+        description="total_timesteps also pays for the logged data an algorithm learns from "
+        "before RL (smt_ppo's pretraining data), for equal-budget comparisons",
     )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="final evaluation")
-    sb3_ppo: SB3PPOConfig = Field(default_factory=SB3PPOConfig, description="algo: ppo")
-    recurrent_ppo: RecurrentPPOConfig = Field(
-        default_factory=RecurrentPPOConfig, description="algo: recurrent_ppo"
-    )
-    gru_ppo: GRUPPOConfig = Field(default_factory=GRUPPOConfig, description="algo: gru_ppo")
+
+
+def _section(cls: type[ConfigModel], algo: str) -> tuple[type[ConfigModel], object]:
+    """A TrainConfig field for one section of ``algo``: described by its class docstring."""
+    first = " ".join((cls.__doc__ or "").split()).split(". ")[0].rstrip(".")
+    return cls, Field(default_factory=cls, description=f"algo {algo}: {first}")
+
+
+TrainConfig = create_model(
+    "TrainConfig",
+    __base__=RunSettings,
+    __module__=__name__,
+    __doc__="``smt-rl train``: collect, SMT-pretrain, RL, evaluate.",
+    **{
+        name: _section(cls, algo)
+        for algo, entry in ALGORITHMS.items()
+        for name, cls in entry.config.items()
+    },
+)

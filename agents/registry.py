@@ -2,8 +2,9 @@
 
 An entry names the agent class (imported only when it runs, so a listing or a config check never
 imports stable-baselines3 or torchrl), the checkpoint kind it writes, and the config sections it
-reads. Adding an algorithm = one new file with its agent (an :class:`agents.base.AgentBase`) and
-one line here.
+adds to ``smt-rl train``'s config (:data:`agents.config.TrainConfig` is built from them). Adding an
+algorithm = one new file with its agent (an :class:`agents.base.AgentBase`) and its config
+section (a :class:`smt_rl.config.ConfigModel`), and one entry here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from agents.baselines.config import GRUPPOConfig, RecurrentPPOConfig, SB3PPOConfig
+from agents.smt_ppo.config import OnlineTeacherConfig, OnPolicyDMTConfig, PPOConfig
+from smt_rl.config import ConfigModel
 from smt_rl.errors import ConfigError
 
 
@@ -20,7 +24,7 @@ class Algorithm:
 
     agent: str  # "module:Class" of its agent
     kind: str  # the checkpoint kind its agent writes (agent.kind)
-    sections: tuple[str, ...]  # the train-config sections it reads, besides env/seed/eval
+    config: dict[str, type[ConfigModel]]  # the sections it adds to the train config, by key
     about: str  # one line for listings
 
 
@@ -28,25 +32,29 @@ ALGORITHMS: dict[str, Algorithm] = {
     "smt_ppo": Algorithm(
         "agents.smt_ppo:SMTPPO",
         "smt_ppo_agent",
-        ("data", "model", "smt", "offline_dmt", "ppo", "onpolicy_dmt", "online_teacher"),
+        {
+            "ppo": PPOConfig,
+            "onpolicy_dmt": OnPolicyDMTConfig,
+            "online_teacher": OnlineTeacherConfig,
+        },
         "this project's agent: SMT-pretrained memory, PPO x on-policy DMT, no BPTT",
     ),
     "ppo": Algorithm(
         "agents.baselines.sb3:SB3PPOAgent",
         "sb3_ppo_agent",
-        ("sb3_ppo",),
+        {"sb3_ppo": SB3PPOConfig},
         "stable-baselines3 PPO, memoryless (the lower bound)",
     ),
     "recurrent_ppo": Algorithm(
         "agents.baselines.sb3:RecurrentPPOAgent",
         "recurrent_ppo_agent",
-        ("recurrent_ppo",),
+        {"recurrent_ppo": RecurrentPPOConfig},
         "sb3-contrib RecurrentPPO: an LSTM trained by BPTT",
     ),
     "gru_ppo": Algorithm(
         "agents.baselines.gru_ppo:GRUPPOAgent",
         "gru_ppo_agent",
-        ("gru_ppo",),
+        {"gru_ppo": GRUPPOConfig},
         "torchrl recurrent PPO: a GRU trained by BPTT over slices",
     ),
 }

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from agents.config import PPOConfig
 from agents.policy import ActorCritic
+from agents.smt_ppo.config import PPOConfig
 
 
 def gae(

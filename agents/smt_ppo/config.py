@@ -1,0 +1,68 @@
+"""Config sections of the SMT agent (``algo: smt_ppo``): PPO, on-policy DMT, online teacher."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from smt_rl.config import ConfigModel, Count, Fraction, NonNegative, NonNegativeInt
+
+
+class PPOConfig(ConfigModel):
+    """Clipped PPO with GAE on stored memory states (single-step minibatches)."""
+
+    n_steps: Count = Field(128, description="steps per environment per rollout")
+    epochs: Count = Field(4, description="passes over each rollout")
+    minibatch_size: Count = Field(256, description="single steps per minibatch")
+    lr: NonNegative = Field(3e-4, description="Adam learning rate of the actor/critic heads")
+    anneal_lr: bool = Field(
+        True,
+        description="decay lr linearly to 0 at total_timesteps (small last updates: a late bad "
+        "update cannot spoil the saved policy)",
+    )
+    gamma: Fraction = Field(0.99, description="discount")
+    gae_lambda: Fraction = Field(0.95, description="GAE lambda")
+    clip: NonNegative = Field(0.2, description="PPO ratio clip")
+    ent_coef: NonNegative = Field(0.01, description="entropy bonus (exploration)")
+    vf_coef: NonNegative = Field(0.5, description="value loss weight")
+    max_grad_norm: NonNegative = Field(0.5, description="gradient clipping of the heads")
+    hidden: Count = Field(128, description="width of the actor/critic MLPs")
+    resume_every: NonNegativeInt = Field(
+        10,
+        description="rollouts between resume states of the PPO x DMT loop (RUN_DIR/resume/"
+        "rl_state.pt, where a killed `smt-rl train` continues); 0: none",
+    )
+
+
+class OnPolicyDMTConfig(ConfigModel):
+    """On-policy DAgger over memory states, interleaved with PPO: the memory cell learns the
+    teacher's labels of the histories the agent visits. ``enabled=false`` freezes it during RL."""
+
+    enabled: bool = Field(True, description="train the memory cell on the agent's visited states")
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="optimiser of the memory cell (sgd: momentum 0.9)"
+    )
+    lr: NonNegative = Field(1e-3, description="learning rate of the memory cell")
+    updates_per_rollout: NonNegativeInt = Field(8, description="DMT updates after each rollout")
+    batch_size: Count = Field(256, description="(memory, input, label) triples per DMT update")
+    replay_size: Count = Field(
+        50_000, description="recent on-policy steps kept for DMT (DAgger aggregation)"
+    )
+    anchor_coef: NonNegative = Field(
+        1.0,
+        description="weight of ||f(m*_{t-1}, x_t) - m*_t||^2 beside the DAgger term (keeps f on "
+        "the teacher's states)",
+    )
+
+
+class OnlineTeacherConfig(ConfigModel):
+    """The teacher and decoder keep learning their predictive loss on the agent's finished
+    episodes during RL (the step encoder stays frozen). With ``smt.updates=0
+    offline_dmt.updates=0`` the memory is trained by DMT alone, without SMT pretraining."""
+
+    enabled: bool = Field(False, description="keep training the teacher during RL (else frozen)")
+    lr: NonNegative = Field(1e-4, description="AdamW learning rate of the teacher")
+    updates_per_rollout: NonNegativeInt = Field(4, description="teacher updates after each rollout")
+    batch_episodes: Count = Field(16, description="finished episodes per teacher update")
+    buffer_episodes: Count = Field(512, description="finished on-policy episodes kept")
