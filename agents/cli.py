@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smt-rl", description="Memory for RL agents without backpropagation through time."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_collect, _add_pretrain, _add_train, _add_benchmark, _add_compare, _add_eval):
+        add(sub)
+    return parser
 
+
+def _add_collect(sub) -> None:
     collect = sub.add_parser(
         "collect", help="log episodes of a behaviour policy to a dataset folder"
     )
@@ -59,7 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="sync: one process; async: one worker process per env",
     )
     collect.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    collect.set_defaults(run=_collect)
 
+
+def _add_config_arguments(parser: argparse.ArgumentParser, resume_help: str) -> None:
+    """CONFIG, key=value overrides, --resume, --list-keys and --no-progress."""
+    parser.add_argument("config", nargs="?", help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help=resume_help)
+    parser.add_argument("--list-keys", action="store_true", help="list config keys and exit")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_pretrain(sub) -> None:
     pretrain = sub.add_parser(
         "pretrain",
         help="SMT-pretrain a teacher and memory module (collects data first if data.path is null)",
@@ -67,39 +84,37 @@ def build_parser() -> argparse.ArgumentParser:
         "env.kwargs.length=50 out=runs/x data.episodes=2000 seed=1. "
         "`smt-rl pretrain --list-keys` lists every key.",
     )
-    pretrain.add_argument("config", nargs="?", help="YAML config file")
-    pretrain.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    _add_config_arguments(
+        pretrain,
+        "continue a killed run from its last resume state, with the config it saved "
+        "(RUN_DIR/config.yaml); re-running the same command does the same",
+    )
     pretrain.add_argument(
         "--method",
         choices=("smt", "bptt"),
         default="smt",
         help="smt (default) or bptt: the same memory cell trained through time",
     )
-    pretrain.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue a killed run from its last resume state, with the config it saved "
-        "(RUN_DIR/config.yaml); re-running the same command does the same",
-    )
-    pretrain.add_argument("--list-keys", action="store_true", help="list config keys and exit")
-    pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    pretrain.set_defaults(run=_pretrain)
+
+
+def _add_train(sub) -> None:
     train = sub.add_parser(
         "train",
         help="the whole pipeline: collect, SMT-pretrain, PPO x DMT, evaluate",
         description="CONFIG is a YAML file (e.g. configs/tmaze.yaml) with key=value overrides. "
         "`smt-rl train --list-keys` lists every key.",
     )
-    train.add_argument("config", nargs="?", help="YAML config file")
-    train.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
-    train.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue a killed run with the config it saved: its pretraining resumes from its "
-        "last resume state, a reinforcement-learning phase cut short starts over",
+    _add_config_arguments(
+        train,
+        "continue a killed run with the config it saved: its pretraining resumes from its "
+        "last resume state, a reinforcement-learning phase cut short continues from its last "
+        "resume state (smt_ppo) or starts over (the baselines)",
     )
-    train.add_argument("--list-keys", action="store_true", help="list config keys and exit")
-    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.set_defaults(run=_train)
 
+
+def _add_benchmark(sub) -> None:
     bench = sub.add_parser(
         "benchmark",
         help="run a suite of methods x tasks x seeds and write tables and plots",
@@ -120,15 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a killed benchmark from its folder (OUT/benchmark.json holds the suite, "
         "overrides, seeds and tasks it was started with); finished runs are skipped",
     )
+    bench.set_defaults(run=_benchmark)
 
+
+def _add_compare(sub) -> None:
     compare = sub.add_parser("compare", help="results table (mean, 95%% CI) of finished runs")
     compare.add_argument("run_dirs", nargs="+", help="run folders written by `smt-rl train`")
     compare.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    compare.set_defaults(run=_compare)
 
+
+def _add_eval(sub) -> None:
     evaluate = sub.add_parser("eval", help="deterministic evaluation of a trained run")
     evaluate.add_argument("run_dir", help="run folder written by `smt-rl train`")
     evaluate.add_argument("--episodes", type=_positive_int, default=None, help="episodes")
-    return parser
+    evaluate.set_defaults(run=_eval)
 
 
 def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -151,101 +172,118 @@ def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+# ---------------------------------------------------------------------------- commands
+def _collect(args: argparse.Namespace) -> int:
+    from agents.pipeline import collect
+
+    result = collect(
+        args.env_id,
+        episodes=args.episodes,
+        out=args.out,
+        policy=args.policy,
+        num_envs=args.num_envs,
+        seed=args.seed,
+        env_kwargs=args.env_kwargs,
+        entry_point=args.entry_point,
+        vectorization=args.vectorization,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(vars(result), indent=1))
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    if args.list_keys:
+        from smt_rl.config import describe_config
+        from smt_rl.smt.config import PretrainConfig
+
+        print(describe_config(PretrainConfig))
+        print(
+            "# config files may also hold the agent's sections (`smt-rl train "
+            "--list-keys`): pretrain checks them and ignores them"
+        )
+        return 0
+    from agents.pipeline import pretrain
+
+    config, overrides = _split_config(args)
+    summary = pretrain(config, overrides, method=args.method, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.list_keys:
+        from agents.config import TrainConfig
+        from smt_rl.config import describe_config
+
+        print(describe_config(TrainConfig))
+        return 0
+    from agents.pipeline import train
+
+    config, overrides = _split_config(args)
+    print(json.dumps(train(config, overrides, progress=not args.no_progress), indent=1))
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from agents.pipeline import benchmark, resume_benchmark
+
+    if args.resume:
+        if args.suite or args.overrides or args.seeds or args.tasks:
+            raise ConfigError(
+                "--resume continues a benchmark as it was started; drop SUITE, "
+                "key=value, --seeds and --tasks."
+            )
+        started = resume_benchmark(args.resume)
+    elif args.suite is None:
+        raise ConfigError("benchmark needs a SUITE (a file or a name) or --resume OUT.")
+    else:
+        started = {
+            "suite": args.suite,
+            "overrides": args.overrides,
+            "seeds": args.seeds,
+            "tasks": args.tasks,
+        }
+    result = benchmark(
+        started["suite"],
+        started["seeds"],
+        args.jobs,
+        started["overrides"],
+        tasks=started["tasks"],
+        run=not args.report_only,
+    )
+    print(Path(result["results"]).read_text())
+    print("plots:", *result["plots"], sep="\n  ")
+    if result["failed"]:
+        print("failed runs (run the benchmark again to retry):", *result["failed"], sep="\n  ")
+        return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from agents.bench import markdown_table
+    from agents.pipeline import compare
+
+    rows = compare(args.run_dirs)
+    print(json.dumps(rows, indent=1) if args.json else markdown_table(rows))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from agents.pipeline import evaluate
+
+    print(json.dumps(evaluate(args.run_dir, args.episodes), indent=1))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "collect":
-            from agents.pipeline import collect
-
-            result = collect(
-                args.env_id,
-                episodes=args.episodes,
-                out=args.out,
-                policy=args.policy,
-                num_envs=args.num_envs,
-                seed=args.seed,
-                env_kwargs=args.env_kwargs,
-                entry_point=args.entry_point,
-                vectorization=args.vectorization,
-                progress=not args.no_progress,
-            )
-            print(json.dumps(vars(result), indent=1))
-        elif args.command == "pretrain":
-            if args.list_keys:
-                from smt_rl.config import describe_config
-                from smt_rl.smt.config import PretrainConfig
-
-                print(describe_config(PretrainConfig))
-                print(
-                    "# config files may also hold the agent's sections (`smt-rl train "
-                    "--list-keys`): pretrain checks them and ignores them"
-                )
-                return 0
-            from agents.pipeline import pretrain
-
-            config, overrides = _split_config(args)
-            summary = pretrain(config, overrides, method=args.method, progress=not args.no_progress)
-            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
-                print(json.dumps(summary, indent=1))
-        elif args.command == "train":
-            if args.list_keys:
-                from agents.config import TrainConfig
-                from smt_rl.config import describe_config
-
-                print(describe_config(TrainConfig))
-                return 0
-            from agents.pipeline import train
-
-            config, overrides = _split_config(args)
-            print(json.dumps(train(config, overrides, progress=not args.no_progress), indent=1))
-        elif args.command == "benchmark":
-            from agents.pipeline import benchmark, resume_benchmark
-
-            if args.resume:
-                if args.suite or args.overrides or args.seeds or args.tasks:
-                    raise ConfigError(
-                        "--resume continues a benchmark as it was started; drop SUITE, "
-                        "key=value, --seeds and --tasks."
-                    )
-                started = resume_benchmark(args.resume)
-            elif args.suite is None:
-                raise ConfigError("benchmark needs a SUITE (a file or a name) or --resume OUT.")
-            else:
-                started = {
-                    "suite": args.suite,
-                    "overrides": args.overrides,
-                    "seeds": args.seeds,
-                    "tasks": args.tasks,
-                }
-            result = benchmark(
-                started["suite"],
-                started["seeds"],
-                args.jobs,
-                started["overrides"],
-                tasks=started["tasks"],
-                run=not args.report_only,
-            )
-            print(Path(result["results"]).read_text())
-            print("plots:", *result["plots"], sep="\n  ")
-            if result["failed"]:
-                print(
-                    "failed runs (run the benchmark again to retry):", *result["failed"], sep="\n  "
-                )
-                return 1
-        elif args.command == "compare":
-            from agents.bench import markdown_table
-            from agents.pipeline import compare
-
-            rows = compare(args.run_dirs)
-            print(json.dumps(rows, indent=1) if args.json else markdown_table(rows))
-        elif args.command == "eval":
-            from agents.pipeline import evaluate
-
-            print(json.dumps(evaluate(args.run_dir, args.episodes), indent=1))
+        return args.run(args)
     except (SmtRlError, ValueError) as exc:
         print(f"smt-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -92,6 +92,28 @@ def episodes_from_tensordict(
     for key in ("action", ("next", "reward"), ("next", "done")):
         if key not in rows.keys(True):
             raise DatasetError(f"the collected tensordict has no {key!r} entry; it is required.")
+    fields = _step_fields(rows, observation_space, action_space)
+    pieces, lengths, returns, successes = [], [], [], []
+    for b, start, end in _episode_bounds(fields["starts"], fields["ends"]):
+        pieces.append(_episode(fields, b, start, end))
+        lengths.append(end - start)
+        returns.append(float(fields["reward"][b, start:end].sum()))
+        if fields["success"] is not None:
+            successes.append(bool(fields["success"][b, end - 1]))
+    if not pieces:
+        raise DatasetError(
+            "the collected tensordict holds no whole episode (an is_init step followed by a done "
+            "step in the same row); collect longer batches (frames_per_batch)."
+        )
+    has_success = fields["success"] is not None
+    return torch.cat(pieces, 0), lengths, returns, (successes if has_success else None)
+
+
+def _step_fields(
+    rows: TensorDictBase, observation_space: spaces.Space, action_space: spaces.Space
+) -> dict[str, Any]:
+    """Rows ``(B, T)`` of collected steps as the per-step fields of the stored layout, plus
+    ``starts`` / ``ends`` (episode boundaries, ``(B, T)`` bool) and ``success`` (or None)."""
     if "is_init" in rows:
         starts = per_step(rows.get("is_init"), 2).bool()
     elif "step_count" in rows:
@@ -102,10 +124,6 @@ def episodes_from_tensordict(
             "cannot be told apart. Add torchrl.envs.InitTracker() (or StepCounter()) to the env."
         )
     ends = per_step(rows.get(("next", "done")), 2).bool()
-    obs = _cast(_observation(rows, observation_space, "observation"), observation_space)
-    next_obs = _cast(
-        _observation(rows.get("next"), observation_space, "next.observation"), observation_space
-    )
     actions = action_indices(action_space, rows.get("action"), 2).to(torch_dtype(action_space))
     if tuple(actions.shape[2:]) != tuple(action_space.shape):
         raise DatasetError(
@@ -119,54 +137,57 @@ def episodes_from_tensordict(
     }
     flags.setdefault("terminated", ends)
     flags.setdefault("truncated", ends & ~flags["terminated"])
-    rewards = per_step(rows.get(("next", "reward")), 2).float()
-    success = (
-        per_step(rows.get(("next", "success")), 2).bool()
-        if ("next", "success") in rows.keys(True)
-        else None
-    )
+    has_success = ("next", "success") in rows.keys(True)
+    return {
+        "starts": starts,
+        "ends": ends,
+        "observation": _cast(
+            _observation(rows, observation_space, "observation"), observation_space
+        ),
+        "next_observation": _cast(
+            _observation(rows.get("next"), observation_space, "next.observation"),
+            observation_space,
+        ),
+        "action": actions,
+        "reward": per_step(rows.get(("next", "reward")), 2).float(),
+        "flags": flags,
+        "success": per_step(rows.get(("next", "success")), 2).bool() if has_success else None,
+    }
 
-    pieces: list[TensorDict] = []
-    lengths: list[int] = []
-    returns: list[float] = []
-    successes: list[bool] = []
-    for b in range(rows.shape[0]):
+
+def _episode_bounds(starts: torch.Tensor, ends: torch.Tensor) -> list[tuple[int, int, int]]:
+    """``(row, first step, last step + 1)`` of every whole episode in rows ``(B, T)``: from an
+    episode start to the next end in the same row (fragments at the row ends are dropped)."""
+    bounds = []
+    for b in range(starts.shape[0]):
         start = None
-        for t in range(rows.shape[1]):
+        for t in range(starts.shape[1]):
             if starts[b, t]:
                 start = t
             if ends[b, t] and start is not None:
-                sl = slice(start, t + 1)
-                n = t + 1 - start
-                piece = TensorDict(
-                    {
-                        "observation": obs[b, sl],
-                        "action": actions[b, sl],
-                        "step_count": torch.arange(n),
-                        "is_init": torch.arange(n) == 0,
-                        ("next", "observation"): next_obs[b, sl],
-                        ("next", "reward"): rewards[b, sl],
-                        **{
-                            ("next", k): v[b, sl] & (torch.arange(n) == n - 1)
-                            for k, v in flags.items()
-                        },
-                    },
-                    batch_size=[n],
-                )
-                piece.set(("next", "done"), torch.arange(n) == n - 1)
-                pieces.append(piece)
-                lengths.append(n)
-                returns.append(float(rewards[b, sl].sum()))
-                if success is not None:
-                    successes.append(bool(success[b, t]))
+                bounds.append((b, start, t + 1))
                 start = None
-    if not pieces:
-        raise DatasetError(
-            "the collected tensordict holds no whole episode (an is_init step followed by a done "
-            "step in the same row); collect longer batches (frames_per_batch)."
-        )
-    steps = torch.cat(pieces, 0)
-    return steps, lengths, returns, (successes if success is not None else None)
+    return bounds
+
+
+def _episode(fields: dict[str, Any], b: int, start: int, end: int) -> TensorDict:
+    """Steps ``start .. end - 1`` of row ``b`` as one episode ``(L,)`` in the stored layout."""
+    n, span = end - start, slice(start, end)
+    last = torch.arange(n) == n - 1
+    episode = TensorDict(
+        {
+            "observation": fields["observation"][b, span],
+            "action": fields["action"][b, span],
+            "step_count": torch.arange(n),
+            "is_init": torch.arange(n) == 0,
+            ("next", "observation"): fields["next_observation"][b, span],
+            ("next", "reward"): fields["reward"][b, span],
+            **{("next", k): v[b, span] & last for k, v in fields["flags"].items()},
+        },
+        batch_size=[n],
+    )
+    episode.set(("next", "done"), last)
+    return episode
 
 
 def write_tensordict(
