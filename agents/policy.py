@@ -71,6 +71,8 @@ class _Distribution:
     def sample(self) -> torch.Tensor:
         if isinstance(self.space, spaces.Box):
             return self.normal.sample().view(-1, *self.space.shape)
+        if isinstance(self.space, spaces.Discrete):
+            return self.parts[0].sample() + int(self.space.start)
         return self._to_actions(torch.stack([p.sample() for p in self.parts], -1))
 
     def mode(self) -> torch.Tensor:

@@ -164,6 +164,14 @@ def is_single_observation(observation: Any, space: spaces.Space) -> bool:
     return np.asarray(observation).shape == space.shape
 
 
+def batch_size(observation: Any, space: spaces.Space) -> int:
+    """N of a batch of observations of ``space`` (numpy ``(N, ...)`` or a dict of them)."""
+    if isinstance(space, spaces.Dict):
+        key = next(iter(space.spaces))
+        return batch_size(observation[key], space.spaces[key])
+    return int(np.asarray(observation).shape[0])
+
+
 def unbatch_observations(observation: Any, space: spaces.Space) -> list[Any]:
     """Split a batch (numpy ``(N, ...)`` or a dict of them, as :func:`stack_observations` builds
     it) into N single observations."""

@@ -52,12 +52,12 @@ from smt_rl.models.step_encoder import STEP_INPUT_KEYS
 from smt_rl.smt.dmt import OnlineTeacher, OnPolicyDMT, VisitedHistories
 from smt_rl.smt.model import SMTModel
 from smt_rl.spaces import (
+    batch_size,
     batch_to_tensor,
     check_same_space,
     is_single_observation,
     stack_observations,
     tensor_to_numpy,
-    unbatch_observations,
 )
 
 AgentState = MemoryState  # what predict() takes and returns between calls
@@ -150,15 +150,20 @@ class SMTPPO(AgentBase):
         """The memory state before any step of ``num_envs`` environments."""
         return self.memory.initial_state(num_envs)
 
-    def _observe(self, observations: Any, state: MemoryState, starts: torch.Tensor) -> TensorDict:
-        """The step inputs ``(N,)`` for a batch of observations as a vector env returns them."""
-        n = starts.shape[0]
-        obs = batch_to_tensor(self.observation_space, observations, n)
+    def _to_tensor(self, observations: Any, n: int) -> torch.Tensor | TensorDict:
+        """A batch of ``n`` observations as a vector env returns them, as a tensor (or a
+        TensorDict for Dict spaces) on the device."""
+        return batch_to_tensor(self.observation_space, observations, n).to(self.device)
+
+    def _observe(
+        self, obs: torch.Tensor | TensorDict, state: MemoryState, starts: torch.Tensor
+    ) -> TensorDict:
+        """The step inputs ``(N,)`` for observations ``(N, ...)`` (checked finite)."""
         check_finite(
             {"observation": obs},
             lambda i: f"env {i}, episode step {0 if starts[i] else int(state.step_count[i])}",
         )
-        return self.memory.inputs(obs.to(self.device), state, starts)
+        return self.memory.inputs(obs, state, starts)
 
     @torch.no_grad()
     def predict(
@@ -185,7 +190,7 @@ class SMTPPO(AgentBase):
         single = is_single_observation(observation, self.observation_space)
         if single:
             observation = stack_observations([observation], self.observation_space)
-        n = len(unbatch_observations(observation, self.observation_space))
+        n = batch_size(observation, self.observation_space)
         if state is None:
             state, episode_start = self.initial_state(n), np.ones(n, dtype=bool)
         starts = np.ones(n, dtype=bool) if episode_start is None else episode_start
@@ -194,7 +199,7 @@ class SMTPPO(AgentBase):
             state.prev_reward = torch.as_tensor(
                 np.asarray(reward), dtype=torch.float32, device=self.device
             ).reshape(n)
-        inputs = self._observe(observation, state, starts)
+        inputs = self._observe(self._to_tensor(observation, n), state, starts)
         x, _, memory = self.memory.transition(inputs, state.memory)
         dist, _ = self.policy(policy_features(memory, x))
         actions = dist.mode() if deterministic else dist.sample()
@@ -291,15 +296,15 @@ class SMTPPO(AgentBase):
         saved = None if resume_path is None else read_resume_state(resume_path, total_timesteps)
         if saved is None:
             return LoopState(
-                observations=observations,
+                observations=self._to_tensor(observations, n),
                 memory=self.initial_state(n),
                 starts=torch.ones(n, dtype=torch.bool, device=self.device),
                 stats=EpisodeStats(np.zeros(n)),
             )
         self._load_learner_state(saved)
         for actions in saved["actions"]:  # the environments go through the same steps again
-            observations = envs.step(actions.numpy())[0]
-        return loop_from_saved(saved, observations, self.device)
+            observations = envs.step(step_actions(actions.numpy()))[0]
+        return loop_from_saved(saved, self._to_tensor(observations, n), self.device)
 
     @torch.no_grad()
     def _collect_rollout(
@@ -320,6 +325,7 @@ class SMTPPO(AgentBase):
             loop.actions.append(np.asarray(env_actions))
             observations, reward, terminated, truncated, info = envs.step(step_actions(env_actions))
             done = done_mask(terminated, truncated)
+            next_obs = self._to_tensor(observations, envs.num_envs)
             finals = self._final_observations(info)
             loop.stats.record(reward, done, final_successes(info, envs.num_envs))
             reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
@@ -341,14 +347,14 @@ class SMTPPO(AgentBase):
                 ("logp", logp),
                 ("value", value),
                 ("bootstrap", bootstrap),
-                ("next_observation", self._next_observations(observations, finals)),
+                ("next_observation", self._next_observations(next_obs, finals)),
                 ("reward", reward_t),
                 ("terminated", terminated),
                 ("truncated", truncated),
                 ("done", done),
             ):
                 computed[key].append(value_)
-            loop.observations = observations
+            loop.observations = next_obs
             loop.memory = MemoryState(memory, action, reward_t, step_count + 1)
             loop.starts = torch.as_tensor(done, device=self.device)
             self.num_timesteps += envs.num_envs
@@ -374,20 +380,22 @@ class SMTPPO(AgentBase):
 
     def _final_observations(self, info: dict[str, Any]) -> tuple[torch.Tensor, Any]:
         """``(envs (F,), observations (F, ...))``: the last observations of the episodes that
-        ended in a step, as tensors on the device."""
+        ended in a step, as tensors on the device (F = 0 when none did)."""
+        if "_final_obs" not in info:
+            return torch.zeros(0, dtype=torch.int64, device=self.device), None
         envs, batch = final_observations(info, self.observation_space)
-        tensor = batch_to_tensor(self.observation_space, batch, len(envs))
-        return torch.as_tensor(envs, device=self.device), tensor.to(self.device)
+        return torch.as_tensor(envs, device=self.device), self._to_tensor(batch, len(envs))
 
-    def _next_observations(self, observations: Any, finals: tuple[torch.Tensor, Any]) -> Any:
-        """``o_{t+1}`` of every environment as a tensor ``(N, ...)``: the final observation of an
-        episode that ended, else the observation the environment returned."""
-        n = self.cfg.env.num_envs
-        batch = batch_to_tensor(self.observation_space, observations, n).to(self.device)
+    def _next_observations(
+        self, obs: torch.Tensor | TensorDict, finals: tuple[torch.Tensor, Any]
+    ) -> torch.Tensor | TensorDict:
+        """``o_{t+1}`` of every environment ``(N, ...)``: the final observation of an episode that
+        ended, else the observation the environment returned (``obs``, left unchanged)."""
         envs, final = finals
-        if len(envs):
-            batch = batch.clone()
-            batch[envs] = final
+        if not len(envs):
+            return obs
+        batch = obs.clone()
+        batch[envs] = final
         return batch
 
     def _truncation_bootstrap(

@@ -54,7 +54,7 @@ class EpisodeStats:
 class LoopState:
     """Where the loop stands between two steps of N environments."""
 
-    observations: Any  # the last batch of observations, as the vector env returned it
+    observations: Any  # (N, ...) the last observations, a tensor (a TensorDict for Dict spaces)
     memory: MemoryState  # what each environment's memory carries into its next step
     starts: torch.Tensor  # (N,) bool: the next observation starts an episode
     stats: EpisodeStats

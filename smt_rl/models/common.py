@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -19,12 +20,16 @@ def symlog(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(x.abs())
 
 
+@functools.cache
+def _frequencies(half: int, max_period: float, device: torch.device) -> torch.Tensor:
+    """``(half,)`` geometric frequencies from 1 down to ``1 / max_period`` (computed once)."""
+    steps = torch.arange(half, device=device, dtype=torch.float32) / half
+    return torch.exp(-math.log(max_period) * steps)
+
+
 def sinusoidal_features(index: torch.Tensor, num_features: int, max_period: float = 4096.0):
     """Integer positions ``(...,)`` -> sin/cos features ``(..., num_features)``."""
-    half = num_features // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, device=index.device, dtype=torch.float32) / half
-    )
+    freqs = _frequencies(num_features // 2, max_period, index.device)
     angles = index.float()[..., None] * freqs
     return torch.cat([angles.sin(), angles.cos()], -1)
 
