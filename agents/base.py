@@ -41,6 +41,13 @@ class Agent(Protocol):
     summary: dict[str, Any]  # figures of its preparation for the run's summary (pretraining's)
 
     @classmethod
+    def check_config(
+        cls, cfg: TrainConfig, observation_space: spaces.Space, action_space: spaces.Space
+    ) -> None:
+        """Refuse settings it cannot run with, before the run writes anything."""
+        ...
+
+    @classmethod
     def from_config(cls, cfg: TrainConfig, env_fn: EnvFn, run_dir: Path, progress: bool) -> Agent:
         """A new agent for a run (doing any preparation it needs, e.g. pretraining)."""
         ...
@@ -94,6 +101,13 @@ class AgentBase:
     memory_prefix: ClassVar[str | None] = None  # where an SMT model sits in saved_module()
     data_steps: int = 0
     summary: dict[str, Any] = {}  # noqa: RUF012 (read-only default; instances replace it)
+
+    @classmethod
+    def check_config(
+        cls, cfg: TrainConfig, observation_space: spaces.Space, action_space: spaces.Space
+    ) -> None:
+        """Refuse, before a run writes anything, settings this agent cannot run with on a task
+        of these spaces (the base checks nothing more than the config schema did)."""
 
     @classmethod
     def from_config(

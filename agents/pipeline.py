@@ -33,8 +33,9 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json, safe_torch_load
+from smt_rl.io import atomic_write_json, read_format_json, safe_torch_load
 from smt_rl.smt.config import PretrainConfig
+from smt_rl.smt.model import check_model_fits
 from smt_rl.smt.trainer import PRETRAIN_SECTIONS, pretrain_on_dataset
 
 
@@ -184,6 +185,8 @@ def pretrain(
     given = _dataset_for(cfg, run_dir, progress=False) if cfg.data.path is not None else None
     if given is None:
         _check_task(cfg)
+    else:
+        check_model_fits(cfg.model, given.observation_space, given.action_space)
     ctx = distributed.setup(cfg.device)  # a world of one unless started by torchrun
     try:
         if ctx.is_main:  # rank 0 writes the config and collects the data; the others wait
@@ -200,8 +203,9 @@ def pretrain(
 
 
 def _check_task(cfg: PretrainConfig) -> None:
-    """Build the task once and check its spaces: a bad ``env.id`` / ``env.kwargs`` /
-    ``env.entry_point`` or an unsupported space fails here, naming the field."""
+    """Build the task once and check its spaces, then what the algorithm needs of them: a bad
+    ``env.id`` / ``env.kwargs`` / ``env.entry_point``, an unsupported space or a model too large
+    for this machine fails here, naming the field."""
     from smt_rl.spaces import check_space
 
     env = make_env(cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
@@ -210,6 +214,10 @@ def _check_task(cfg: PretrainConfig) -> None:
         check_space(env.action_space, "action_space")
     finally:
         env.close()
+    if isinstance(cfg, TrainConfig):  # the algorithm's own checks (the SMT model must fit)
+        agent_class(cfg.algo).check_config(cfg, env.observation_space, env.action_space)
+    else:
+        check_model_fits(cfg.model, env.observation_space, env.action_space)
 
 
 def _checkpoint_spec(spec_path: Path) -> dict[str, Any]:
@@ -272,7 +280,7 @@ def train(
     folder gets ``config.yaml``, ``metrics.jsonl`` (RL lines carry ``time/wall_s`` since the start,
     pretraining included), tensorboard events, ``checkpoint/`` (the agent) and ``summary.json``.
     """
-    from smt_rl.run_logger import RunLogger
+    from smt_rl.run_logger import RunLogger, drop_log_lines
 
     cfg = _resolve_config(TrainConfig, config, overrides)
     started = time.perf_counter()
@@ -287,7 +295,7 @@ def train(
     # from its resume state, others start the phase over; the log keeps the lines up to there
     rl_state = run_dir / RL_RESUME_FILE
     resumed_at = _resumed_timesteps(rl_state) if agent.resumes_exactly else 0
-    restarted = _drop_lines(run_dir / "metrics.jsonl", phase="rl", after=resumed_at)
+    restarted = drop_log_lines(run_dir / "metrics.jsonl", phase="rl", after=resumed_at)
     logger = RunLogger(run_dir, purge_step=resumed_at + 1 if restarted else None)
 
     def log(step: int, metrics: dict[str, float]) -> None:
@@ -327,23 +335,6 @@ def _resumed_timesteps(path: Path) -> int:
         return 0
     saved = safe_torch_load(path, CheckpointError, "delete it to start the RL phase over.")
     return int(saved["num_timesteps"])
-
-
-def _drop_lines(path: Path, phase: str, after: int = 0) -> bool:
-    """Remove ``phase``'s lines logged after step ``after`` from a ``metrics.jsonl``; True when
-    there were some."""
-    if not path.is_file():
-        return False
-    lines = path.read_text().splitlines(keepends=True)
-
-    def later(line: dict[str, Any]) -> bool:
-        return line.get("phase") == phase and line.get("step", 0) > after
-
-    kept = [x for x in lines if not later(json.loads(x))]
-    if len(kept) == len(lines):
-        return False
-    atomic_write_bytes(path, "".join(kept).encode())
-    return True
 
 
 def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "auto") -> Any:

@@ -21,3 +21,7 @@ class ConfigError(SmtRlError, ValueError):
 
 class NonFiniteError(SmtRlError, ValueError):
     """An environment returned NaN or infinity in an observation or a reward."""
+
+
+class RunFolderError(SmtRlError, ValueError):
+    """A run folder's own records (``metrics.jsonl``, ``summary.json``) are damaged."""

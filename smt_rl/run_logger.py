@@ -1,11 +1,78 @@
-"""One run folder's logs: ``metrics.jsonl`` (one JSON object per log step) and tensorboard."""
+"""One run folder's logs: ``metrics.jsonl`` (one JSON object per log step) and tensorboard.
+
+``metrics.jsonl`` only grows by whole lines, so a run killed while writing can leave at most a
+torn last line: every reader here drops it (:func:`read_lines`), and a resumed run cuts the log
+back to what its resume state saw (:func:`truncate_log`, :func:`drop_log_lines`), so no kill
+window duplicates or loses a line.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from smt_rl.errors import RunFolderError
+from smt_rl.io import atomic_write_bytes
+
+
+def read_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The log lines of ``path`` (none when it does not exist). A torn last line (a run killed
+    mid-write) is left out.
+
+    Raises:
+        RunFolderError: a line before the last is not a JSON object (the file was edited).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    whole, tail = lines[:-1], lines[-1]  # tail: what follows the last newline ("" if none)
+    parsed = []
+    for number, line in enumerate(whole, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            if number == len(whole) and not tail:  # the last line, torn inside its JSON
+                break
+            raise RunFolderError(
+                f"{path} line {number} is not a JSON object; the log was edited or damaged: "
+                "restore it, or delete the run folder to start the run over."
+            )
+        parsed.append(record)
+    return parsed
+
+
+def rewrite_lines(path: str | os.PathLike, keep: Callable[[int, dict[str, Any]], bool]) -> int:
+    """Keep the lines ``(index, record)`` that ``keep`` accepts (atomically); returns how many
+    lines were removed (a torn last line included)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    records = read_lines(path)
+    kept = [r for i, r in enumerate(records) if keep(i, r)]
+    original = path.read_bytes()
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if text.encode() != original:
+        atomic_write_bytes(path, text.encode())
+    return len(records) - len(kept) + (0 if original.endswith(b"\n") or not original else 1)
+
+
+def truncate_log(path: str | os.PathLike, lines: int) -> None:
+    """Keep the first ``lines`` lines (the ones a resume state had seen written)."""
+    rewrite_lines(path, lambda i, _: i < lines)
+
+
+def drop_log_lines(path: str | os.PathLike, phase: str, after: int = 0) -> bool:
+    """Remove ``phase``'s lines logged after step ``after``; True when there were some."""
+    return (
+        rewrite_lines(path, lambda _, r: r.get("phase") != phase or r.get("step", 0) <= after) > 0
+    )
 
 
 class RunLogger:
@@ -24,8 +91,9 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
+        rewrite_lines(path, lambda _i, _r: True)  # a torn last line goes before appending
         #: lines in metrics.jsonl (what a resume state records, to cut the log back to it)
-        self.lines = len(path.read_text().splitlines()) if path.is_file() else 0
+        self.lines = len(read_lines(path))
         self._file = open(path, "a", buffering=1)  # noqa: SIM115
         self._tb = None
         if tensorboard:

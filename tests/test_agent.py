@@ -95,9 +95,9 @@ def test_ppo_update_never_backpropagates_into_the_memory(trained_run, monkeypatc
     seen = {}
     original = agent_module.ppo_update
 
-    def spy(policy, optimizer, steps, cfg, generator):
+    def spy(policy, optimizer, steps, cfg, generator, where=""):
         seen["requires_grad"] = [k for k, v in steps.items() if v.requires_grad]
-        result = original(policy, optimizer, steps, cfg, generator)
+        result = original(policy, optimizer, steps, cfg, generator, where)
         seen["cell_grads"] = [p.grad for p in agent.model.cell.parameters()]
         seen["encoder_grads"] = [p.grad for p in agent.model.step_encoder.parameters()]
         seen["policy_grads"] = [p.grad for p in agent.policy.parameters()]

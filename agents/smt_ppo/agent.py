@@ -50,7 +50,7 @@ from smt_rl.errors import SpaceError
 from smt_rl.memory import MemoryRunner, MemoryState
 from smt_rl.models.step_encoder import STEP_INPUT_KEYS
 from smt_rl.smt.dmt import OnlineTeacher, OnPolicyDMT, VisitedHistories
-from smt_rl.smt.model import SMTModel
+from smt_rl.smt.model import SMTModel, check_model_fits
 from smt_rl.spaces import (
     batch_size,
     batch_to_tensor,
@@ -443,7 +443,8 @@ class SMTPPO(AgentBase):
             "advantage": advantages.flatten(),
             "return": returns.flatten(),
         }
-        return ppo_update(self.policy, self.policy_opt, steps, ppo, self.generator)
+        where = f" at env step {self.num_timesteps}"
+        return ppo_update(self.policy, self.policy_opt, steps, ppo, self.generator, where)
 
     def _teacher_update(self, rollout: TensorDict) -> dict[str, float]:
         """Hand the episodes that ended to the continued teacher, then update it."""
@@ -499,6 +500,13 @@ class SMTPPO(AgentBase):
         action_space: spaces.Space,
     ) -> SMTPPO:
         return cls(SMTModel(cfg.model, observation_space, action_space), cfg, env_fn, device)
+
+    @classmethod
+    def check_config(
+        cls, cfg: TrainConfig, observation_space: spaces.Space, action_space: spaces.Space
+    ) -> None:
+        """The SMT model must fit in memory (checked without allocating it)."""
+        check_model_fits(cfg.model, observation_space, action_space)
 
     @classmethod
     def from_config(

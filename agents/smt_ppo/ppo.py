@@ -11,6 +11,7 @@ import torch
 
 from agents.policy import ActorCritic
 from agents.smt_ppo.config import PPOConfig
+from smt_rl.errors import NonFiniteError
 
 
 def gae(
@@ -51,6 +52,7 @@ def ppo_update(
     steps: dict[str, torch.Tensor],
     cfg: PPOConfig,
     generator: torch.Generator,
+    where: str = "",
 ) -> dict[str, float]:
     """``cfg.epochs`` passes of clipped PPO over shuffled single steps; the heads only.
 
@@ -61,6 +63,7 @@ def ppo_update(
             ``action``, ``logp`` (at acting time), ``advantage``, ``return``.
         cfg: clip, loss weights, epochs, minibatch size, gradient clip.
         generator: shuffles the minibatches.
+        where: says where the update runs (e.g. the env step), in error messages.
 
     Returns:
         Mean ``ppo/policy_loss``, ``ppo/value_loss``, ``ppo/entropy``, ``ppo/approx_kl`` and
@@ -84,6 +87,12 @@ def ppo_update(
             value_loss = (value - steps["return"][idx]).pow(2).mean()
             entropy = dist.entropy().mean()
             loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+            if not torch.isfinite(loss):
+                raise NonFiniteError(
+                    f"PPO update{where}: the loss is {float(loss):.4g} (policy "
+                    f"{float(policy_loss):.4g}, value {float(value_loss):.4g}); the run stops "
+                    "before the heads turn to NaN. Lower ppo.lr or look for extreme rewards."
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)

@@ -9,16 +9,24 @@ give the same data: ``reset(seed=s)`` resets environment i with ``s + i``, and e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import (
+    AsyncVectorEnv,
+    AutoresetMode,
+    SyncVectorEnv,
+    VectorEnv,
+    VectorWrapper,
+)
 from gymnasium.vector.utils import concatenate, create_empty_array
 
-from smt_rl.errors import ConfigError
+from smt_rl.errors import ConfigError, SmtRlError, SpaceError
 
 VECTORIZATIONS = ("sync", "async")
 
@@ -48,7 +56,42 @@ def make_vector_env(
     if vectorization not in VECTORIZATIONS:
         raise ConfigError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
     vector_cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
-    return vector_cls([env_fn] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    return _ClearShapeErrors(
+        vector_cls([env_fn] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    )
+
+
+class _ClearShapeErrors(VectorWrapper):
+    """numpy's shape errors from batching observations (an environment returned one that does
+    not fit its ``observation_space``) become a :class:`SpaceError` saying so. Costs nothing per
+    step: only an error is translated."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        with self._shape_errors("reset"):
+            return self.env.reset(**kwargs)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        with self._shape_errors("step"):
+            return self.env.step(actions)
+
+    @contextlib.contextmanager
+    def _shape_errors(self, call: str) -> Iterator[None]:
+        try:
+            yield
+        except ValueError as err:
+            if isinstance(err, SmtRlError) or not _SHAPE_ERROR.search(str(err)):
+                raise
+            space = self.env.single_observation_space
+            raise SpaceError(
+                f"an environment's {call}() returned an observation that does not fit its "
+                f"observation_space {space} (numpy: {err}). Fix the env so that every "
+                "observation is a sample of its observation_space (gymnasium.utils.env_checker."
+                "check_env finds such mistakes), or wrap it to reshape its observations."
+            ) from err
+
+
+# what numpy says when arrays of different shapes are batched together
+_SHAPE_ERROR = re.compile(r"shape|broadcast|dimension", re.IGNORECASE)
 
 
 def step_actions(actions: Any) -> Any:

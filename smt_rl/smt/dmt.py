@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from smt_rl.errors import NonFiniteError
 from smt_rl.models.cells import MemoryCell
 from smt_rl.smt.config import SMTConfig
 from smt_rl.smt.losses import masked_mean, predictive_loss, previous_memory, uniformity
@@ -82,6 +83,15 @@ def offline_dmt_loss(
     prev = previous_memory(model, student, is_init)  # the initial state keeps its gradient
     loss = dmt_loss(model.cell, prev, x, labels, valid=mask & is_init[:, :1])
     return loss, {"dmt/loss": float(loss.detach())}
+
+
+def _check_finite(loss: torch.Tensor, what: str, lr_key: str) -> None:
+    """Stop with a NonFiniteError before a NaN or infinite loss reaches the weights."""
+    if not torch.isfinite(loss):
+        raise NonFiniteError(
+            f"{what}: the loss is {float(loss):.4g}; the run stops before the weights turn to "
+            f"NaN. Lower {lr_key} or look for extreme values in the data."
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +299,7 @@ class OnPolicyDMT:
                 teacher_prev=sample["teacher_prev"],
                 anchor_coef=self.anchor_coef,
             )
+            _check_finite(loss, "on-policy DMT", "onpolicy_dmt.lr")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(cell.parameters(), 1.0)
@@ -401,6 +412,7 @@ class OnlineTeacher:
             memory = self.model.teacher(x)
             pred, terms = predictive_loss(self.model, memory, batch, self.smt, generator, x)
             loss = self.smt.c_pred * pred + self.smt.c_unif * uniformity(memory, batch["mask"])
+            _check_finite(loss, "online teacher", "online_teacher.lr")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, self.smt.grad_clip)

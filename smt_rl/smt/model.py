@@ -64,6 +64,49 @@ class SMTModel(nn.Module):
 
 
 KIND = "smt_model"  # checkpoint kind of a pretraining's model
+BYTES_PER_PARAMETER = 16  # float32 weight, gradient and AdamW's two moments
+# the config keys that size each part of the model (named when a model does not fit)
+SIZED_BY = {
+    "step_encoder": "model.embed_dim",
+    "teacher": "model.teacher_width / model.teacher_layers",
+    "decoder": "model.decoder_hidden / model.horizon",
+    "cell": "model.cell_hidden / model.memory_tokens / model.token_dim",
+}
+
+
+def check_model_fits(
+    cfg: ModelConfig,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    memory_bytes: int | None = None,
+) -> int:
+    """Refuse, before anything is allocated or written, a model whose training state cannot fit
+    in this machine's memory; returns its parameter count.
+
+    The model is built on PyTorch's ``meta`` device (shapes only, no memory).
+
+    Raises:
+        ConfigError: naming the config keys of the largest part and the fix.
+    """
+    from smt_rl.errors import ConfigError
+
+    with torch.device("meta"):
+        model = SMTModel(cfg, observation_space, action_space)
+    parts = {
+        name: sum(p.numel() for p in part.parameters()) for name, part in model.named_children()
+    }
+    total = sum(parts.values())
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    needed = total * BYTES_PER_PARAMETER
+    if needed > memory_bytes:
+        largest = max(parts, key=parts.get)
+        raise ConfigError(
+            f"the model's sizes give {total:,} parameters ({needed / 2**30:,.1f} GiB to train), "
+            f"more than this machine's {memory_bytes / 2**30:,.1f} GiB of memory; most of them in "
+            f"its {largest} ({parts[largest]:,}): lower {SIZED_BY.get(largest, 'model.*')}."
+        )
+    return total
 
 
 def save_smt_model(

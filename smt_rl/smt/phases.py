@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from smt_rl.device import autocast
 from smt_rl.distributed import DistContext
+from smt_rl.errors import NonFiniteError
 
 LossFn = Callable[[TensorDict], tuple[torch.Tensor, dict[str, float]]]
 BAR_KEYS = ("loss/total", "loss/dyn", "dmt/loss", "probe/cue_accuracy")  # shown on the bar
@@ -52,6 +53,7 @@ class Phase:
     params: list[nn.Parameter]  # what learns (every other parameter is frozen meanwhile)
     lr: float  # peak learning rate
     loss: LossFn  # batch -> (loss, metrics)
+    lr_key: str = "the learning rate"  # the config key of ``lr`` (for messages)
 
 
 @dataclass
@@ -177,6 +179,13 @@ class PhaseRunner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.phase.params, self.settings.grad_clip)
+        if not torch.isfinite(grad_norm):  # the same on every rank (DDP averages gradients)
+            raise NonFiniteError(
+                f"{self.phase.name} phase, update {self.update + 1}: the loss is "
+                f"{float(loss):.4g} and its gradient norm {float(grad_norm)}; the run stops "
+                f"before the weights turn to NaN. Lower {self.phase.lr_key} (now {self.phase.lr}) "
+                "or look for extreme values in the data; the last resume point is kept."
+            )
         self.optimizer.step()
         for key, value in metrics.items():
             self.sums[key] += value

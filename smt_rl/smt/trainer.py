@@ -24,8 +24,8 @@ from smt_rl.config import config_to_dict
 from smt_rl.data import TrajectoryDataset
 from smt_rl.distributed import DistContext, setup, weights_digest
 from smt_rl.errors import DatasetError
-from smt_rl.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, safe_torch_load
-from smt_rl.run_logger import RunLogger
+from smt_rl.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from smt_rl.run_logger import RunLogger, truncate_log
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.dmt import offline_dmt_loss
 from smt_rl.smt.evaluate import rollout_metrics
@@ -138,7 +138,7 @@ def build_phases(
     smt, offline = cfg.smt, cfg.offline_dmt
     if method == "bptt":
         loss = lambda b: bptt_loss(model, b, smt, generator)  # noqa: E731
-        return [Phase("bptt", smt.updates, list(model.parameters()), smt.lr, loss)]
+        return [Phase("bptt", smt.updates, list(model.parameters()), smt.lr, loss, "smt.lr")]
     return [
         Phase(
             "smt",
@@ -146,6 +146,7 @@ def build_phases(
             list(model.parameters()),
             smt.lr,
             lambda b: smt_loss(model, b, smt, generator),
+            "smt.lr",
         ),
         Phase(
             "dmt",
@@ -153,6 +154,7 @@ def build_phases(
             list(model.cell.parameters()),
             offline.lr,
             lambda b: offline_dmt_loss(model, b),
+            "offline_dmt.lr",
         ),
     ]
 
@@ -190,13 +192,6 @@ def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[s
             f"`smt-rl pretrain --resume {run_dir}`, choose another out=, or delete {path}."
         )
     return state
-
-
-def _truncate_lines(path: Path, keep: int) -> None:
-    """Keep the first ``keep`` lines of ``path`` (the log lines written before a checkpoint)."""
-    if path.is_file():
-        lines = path.read_text().splitlines(keepends=True)[:keep]
-        atomic_write_bytes(path, "".join(lines).encode())
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,8 +250,11 @@ class Pretraining:
             self.model.teacher.forward = torch.compile(self.model.teacher.forward)  # type: ignore[method-assign]
         self.logger = None
         if ctx.is_main:
-            purge = None
-            if self.resume is not None:
+            # a run starting over (killed before its first resume state) drops what it logged
+            purge = 1
+            if self.resume is None:
+                truncate_log(run_dir / "metrics.jsonl", 0)
+            else:
                 update = 0 if self.resume["runner"] is None else self.resume["runner"]["update"]
                 purge = self.offsets[self.phase] + update + 1
             self.logger = RunLogger(run_dir, purge_step=purge)
@@ -391,7 +389,7 @@ class Pretraining:
         self.phase, self.metrics = state["phase"], state["metrics"]
         self.dmt_before, self.log_lines = state["dmt_before"], state["log_lines"]
         if self.ctx.is_main:
-            _truncate_lines(self.run_dir / "metrics.jsonl", self.log_lines)
+            truncate_log(self.run_dir / "metrics.jsonl", self.log_lines)
         return float(state["wall_s"])
 
     # ------------------------------------------------------------------ the end
