@@ -33,7 +33,7 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.io import atomic_write_json, read_format_json, safe_torch_load
+from smt_rl.io import atomic_write_json, read_format_json, remove_temp_files, safe_torch_load
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.model import check_model_fits
 from smt_rl.smt.trainer import PRETRAIN_SECTIONS, pretrain_on_dataset
@@ -191,6 +191,7 @@ def pretrain(
     try:
         if ctx.is_main:  # rank 0 writes the config and collects the data; the others wait
             run_dir.mkdir(parents=True, exist_ok=True)
+            remove_temp_files(run_dir)  # what a killed run left between a write and its rename
             save_config(cfg, run_dir / "config.yaml")
             if given is None:
                 _dataset_for(cfg, run_dir, progress)
@@ -288,6 +289,7 @@ def train(
     env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
     _check_task(cfg)  # a bad task or kwarg fails here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(run_dir)  # what a killed run left between a write and its rename
     save_config(cfg, run_dir / "config.yaml")
     agent = agent_class(cfg.algo).from_config(cfg, env_fn, run_dir, progress)
     rl_steps = cfg.total_timesteps - (agent.data_steps if cfg.budget_includes_data else 0)

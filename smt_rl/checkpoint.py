@@ -33,6 +33,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from smt_rl.errors import ConfigError, SmtRlError, SpaceError
+from smt_rl.faults import kill_point
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
 from smt_rl.spaces import space_from_dict, space_to_dict
 
@@ -51,6 +52,7 @@ def save_checkpoint(folder: str | os.PathLike, module: nn.Module, spec: dict[str
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     data = save_safetensors(tensors)
     atomic_write_bytes(folder / WEIGHTS_FILE, data)
+    kill_point("checkpoint.weights")
     atomic_write_json(
         folder / SPEC_FILE,
         {"format": FORMAT, **spec, "weights_sha256": hashlib.sha256(data).hexdigest()},

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from smt_rl.errors import RunFolderError
+from smt_rl.faults import kill_point
 from smt_rl.io import atomic_write_bytes
 
 
@@ -60,7 +61,7 @@ def rewrite_lines(path: str | os.PathLike, keep: Callable[[int, dict[str, Any]],
     text = "".join(json.dumps(r) + "\n" for r in kept)
     if text.encode() != original:
         atomic_write_bytes(path, text.encode())
-    return len(records) - len(kept) + (0 if original.endswith(b"\n") or not original else 1)
+    return len(original.splitlines()) - len(kept)
 
 
 def truncate_log(path: str | os.PathLike, lines: int) -> None:
@@ -109,6 +110,7 @@ class RunLogger:
         line = {"phase": phase, "step": int(step), **metrics}
         self._file.write(json.dumps(line) + "\n")
         self.lines += 1
+        kill_point("log.line")
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and value is not None:

@@ -47,6 +47,7 @@ from smt_rl.data.vector import (
 )
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
+from smt_rl.faults import kill_point
 from smt_rl.memory import MemoryRunner, MemoryState
 from smt_rl.models.step_encoder import STEP_INPUT_KEYS
 from smt_rl.smt.dmt import OnlineTeacher, OnPolicyDMT, VisitedHistories
@@ -251,6 +252,7 @@ class SMTPPO(AgentBase):
                 if cfg.ppo.anneal_lr:
                     anneal_lr(self.policy_opt, cfg.ppo.lr, self.num_timesteps / total_timesteps)
                 rollout, last_value = self._collect_rollout(envs, loop, bar)
+                kill_point("rl.rollout")
                 metrics = self._ppo_update(rollout, last_value)
                 history = self.histories.extend(rollout.select(*STEP_INPUT_KEYS))
                 if cfg.onpolicy_dmt.enabled:
@@ -295,6 +297,11 @@ class SMTPPO(AgentBase):
         n = envs.num_envs
         saved = None if resume_path is None else read_resume_state(resume_path, total_timesteps)
         if saved is None:
+            if self.num_timesteps == 0:
+                # actions are drawn from torch's global stream: seed it, so that a new agent acts
+                # the same whatever ran before in this process (a pretraining, or none when a
+                # finished one is reused)
+                torch.manual_seed(self.cfg.seed)
             return LoopState(
                 observations=self._to_tensor(observations, n),
                 memory=self.initial_state(n),
@@ -517,6 +524,7 @@ class SMTPPO(AgentBase):
         from agents.pretraining import pretrained_model
 
         model, data_steps, figures = pretrained_model(cfg, run_dir, progress)
+        torch.manual_seed(cfg.seed)  # the heads start the same, pretrained now or reused
         agent = cls(model, cfg, env_fn, cfg.device)
         agent.data_steps, agent.summary = data_steps, figures
         return agent

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from smt_rl.checkpoint import CheckpointError
+from smt_rl.faults import kill_point
 from smt_rl.io import atomic_torch_save, safe_torch_load
 from smt_rl.memory import MemoryState
 
@@ -76,6 +77,7 @@ def save_resume_state(path: str | os.PathLike, learner: dict[str, Any], loop: Lo
             "successes": list(loop.stats.successes),
         },
     )
+    kill_point("resume.saved")
 
 
 def read_resume_state(path: str | os.PathLike, total_timesteps: int) -> dict[str, Any] | None:

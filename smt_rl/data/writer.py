@@ -16,6 +16,7 @@ from tensordict import TensorDict
 
 from smt_rl.data.format import CHUNK_DIR, FORMAT_NAME, FORMAT_VERSION, META_FILE, chunk_name
 from smt_rl.errors import DatasetError
+from smt_rl.faults import kill_point
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
 from smt_rl.spaces import check_space, space_to_dict
 
@@ -161,6 +162,7 @@ class TrajectoryWriter:
         tmp = self.path / CHUNK_DIR / f".tmp-{uuid.uuid4().hex}"
         steps.memmap(prefix=str(tmp), num_threads=0)
         os.replace(tmp, self.path / CHUNK_DIR / name)
+        kill_point("data.chunk")
         self.meta["chunks"].append(
             {
                 "name": name,

@@ -182,9 +182,10 @@ class PhaseRunner:
         if not torch.isfinite(grad_norm):  # the same on every rank (DDP averages gradients)
             raise NonFiniteError(
                 f"{self.phase.name} phase, update {self.update + 1}: the loss is "
-                f"{float(loss):.4g} and its gradient norm {float(grad_norm)}; the run stops "
-                f"before the weights turn to NaN. Lower {self.phase.lr_key} (now {self.phase.lr}) "
-                "or look for extreme values in the data; the last resume point is kept."
+                f"{float(loss.detach()):.4g} and its gradient norm {float(grad_norm)}; the run "
+                f"stops before the weights turn to NaN. Lower {self.phase.lr_key} (now "
+                f"{self.phase.lr}) or look for extreme values in the data; the last resume point "
+                "is kept."
             )
         self.optimizer.step()
         for key, value in metrics.items():

@@ -24,6 +24,7 @@ from smt_rl.config import config_to_dict
 from smt_rl.data import TrajectoryDataset
 from smt_rl.distributed import DistContext, setup, weights_digest
 from smt_rl.errors import DatasetError
+from smt_rl.faults import kill_point
 from smt_rl.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from smt_rl.run_logger import RunLogger, truncate_log
 from smt_rl.smt.config import PretrainConfig
@@ -377,6 +378,7 @@ class Pretraining:
                 "cuda_rng": cuda_rngs,
             },
         )
+        kill_point("resume.saved")
 
     def _restore(self, state: dict[str, Any]) -> float:
         """Load a resume state's model, counters and random streams; returns its wall-clock."""
