@@ -14,10 +14,10 @@ from typing import Any
 from agents.config import TrainConfig
 from agents.probes import probe_for
 from agents.registry import ALGORITHMS, agent_class, algo_of_kind
+from agents.smt_ppo.loop import RESUME_FIX
 from envs import make_env
 from smt_rl import distributed
-from smt_rl.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from smt_rl.checkpoint import SPEC_FILE, CheckpointError
+from smt_rl.checkpoint import SPEC_FILE, CheckpointError, read_spec, spec_fields
 from smt_rl.config import (
     apply_overrides,
     config_from_dict,
@@ -33,10 +33,15 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.io import atomic_write_json, read_format_json, remove_temp_files, safe_torch_load
+from smt_rl.io import (
+    atomic_write_json,
+    remove_temp_files,
+)
+from smt_rl.records import NonNegativeInt, Record, check_record
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.model import check_model_fits
 from smt_rl.smt.trainer import PRETRAIN_SECTIONS, pretrain_on_dataset
+from smt_rl.tree_file import load_tree
 
 
 def collect(
@@ -221,31 +226,22 @@ def _check_task(cfg: PretrainConfig) -> None:
         check_model_fits(cfg.model, env.observation_space, env.action_space)
 
 
-def _checkpoint_spec(spec_path: Path) -> dict[str, Any]:
-    """A checkpoint's ``checkpoint.json``, format-checked (CheckpointError when corrupt)."""
-    return read_format_json(
-        spec_path,
-        CHECKPOINT_FORMAT,
-        CheckpointError,
-        "checkpoint description",
-        "re-run the training.",
-    )
-
-
 def finished_pretraining(cfg: PretrainConfig, folder: Path) -> dict[str, Any] | None:
     """The summary of a finished pretraining in ``folder`` made with the same settings as ``cfg``
     (so ``train`` reuses it instead of redoing it), or None when there is none.
 
     Raises:
         ConfigError: ``folder`` holds a finished pretraining made with other settings.
+        CheckpointError: its ``checkpoint.json`` is corrupt or invalid (the field named).
     """
     summary_path, spec_path = folder / "summary.json", folder / "checkpoint" / SPEC_FILE
     if not (summary_path.is_file() and spec_path.is_file()):
         return None
-    spec = _checkpoint_spec(spec_path)
+    spec = read_spec(spec_path)
     # read back through the schema: keys added since that run take their defaults (the behaviour
     # the run had), so a pretraining stays reusable across versions
-    stored = config_to_dict(config_from_dict(type(cfg), spec["config"], migrate=True))
+    with spec_fields(spec_path.parent):
+        stored = config_to_dict(config_from_dict(type(cfg), spec["config"], migrate=True))
     wanted = config_to_dict(cfg)
     differ = [
         key
@@ -331,12 +327,19 @@ def train(
 RL_RESUME_FILE = "resume/rl_state.pt"  # the PPO x DMT loop's state (smt_ppo), while it runs
 
 
+class _ResumedAt(Record):
+    """What the pipeline reads of an RL resume state (the agent checks the rest)."""
+
+    num_timesteps: NonNegativeInt
+
+
 def _resumed_timesteps(path: Path) -> int:
     """The env steps at which a resume state left the RL phase (0: none, it starts over)."""
     if not path.is_file():
         return 0
-    saved = safe_torch_load(path, CheckpointError, "delete it to start the RL phase over.")
-    return int(saved["num_timesteps"])
+    saved = load_tree(path, CheckpointError, RESUME_FIX)
+    check_record(_ResumedAt, saved, path, CheckpointError, RESUME_FIX)
+    return saved["num_timesteps"]
 
 
 def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "auto") -> Any:
@@ -351,7 +354,7 @@ def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "aut
             f"{str(folder)!r} holds no agent checkpoint ({SPEC_FILE} missing): point to "
             "RUN_DIR/checkpoint of a finished `smt-rl train` run."
         )
-    kind = _checkpoint_spec(spec_path).get("kind")
+    kind = read_spec(spec_path)["kind"]
     algo = algo_of_kind(kind)
     if algo is None:
         raise CheckpointError(
@@ -449,13 +452,27 @@ def benchmark(
 
 
 BENCHMARK_FILE = "benchmark.json"  # in a benchmark's out folder: how it was started
+BENCHMARK_FIX = (
+    "restore it, or start the benchmark again with its suite: `smt-rl benchmark SUITE "
+    "[key=value ...]` (finished runs are skipped)."
+)
+
+
+class BenchmarkStart(Record, extra="forbid"):
+    """``benchmark.json``: how a benchmark was started (what :func:`benchmark` writes)."""
+
+    suite: str
+    overrides: list[str]
+    seeds: NonNegativeInt | None  # None (or 0): the suite's own
+    tasks: list[str] | None
 
 
 def resume_benchmark(out: str | os.PathLike) -> dict[str, Any]:
     """How the benchmark in ``out`` was started: ``{"suite", "overrides", "seeds", "tasks"}``.
 
     Raises:
-        ConfigError: ``out`` holds no benchmark.
+        ConfigError: ``out`` holds no benchmark, or its ``benchmark.json`` is corrupt or has a
+            field missing or of the wrong type (named).
     """
     path = Path(out) / BENCHMARK_FILE
     if not path.is_file():
@@ -463,7 +480,12 @@ def resume_benchmark(out: str | os.PathLike) -> dict[str, Any]:
             f"--resume {str(out)!r}: no {BENCHMARK_FILE} there, so no benchmark was started in "
             "it; check the path (the suite's out folder) or start one: `smt-rl benchmark SUITE`."
         )
-    return json.loads(path.read_text())
+    try:
+        started = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise ConfigError(f"{path} is corrupt ({exc}); {BENCHMARK_FIX}") from exc
+    check_record(BenchmarkStart, started, path, ConfigError, BENCHMARK_FIX)
+    return started
 
 
 def compare(run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:

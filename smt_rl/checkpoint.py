@@ -24,17 +24,19 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from smt_rl.errors import ConfigError, SmtRlError, SpaceError
+from smt_rl.errors import ConfigError, SmtRlError
 from smt_rl.faults import kill_point
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
+from smt_rl.records import NonNegativeInt, Record, SpaceDescription, check_record
 from smt_rl.spaces import space_from_dict, space_to_dict
 
 WEIGHTS_FILE = "model.safetensors"
@@ -42,8 +44,46 @@ SPEC_FILE = "checkpoint.json"
 FORMAT = "smt_rl.checkpoint"
 
 
+# what to do about a description that was edited, damaged or written by another version
+SPEC_FIX = (
+    "it was edited or written by another smt_rl version: re-run the training (or restore the file)."
+)
+
+
 class CheckpointError(SmtRlError, ValueError):
     """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+class CheckpointSpec(Record):
+    """The fields of ``checkpoint.json`` (see the module notes), checked when it is read; writers
+    add their own (``method``, ``env``, ...). ``format``, ``kind`` and ``weights_sha256`` must be
+    there; the others must have their type when there, and a loader that needs one that is not
+    refuses it then (:func:`spec_fields`), after the kind check, which says more. The config's
+    contents are checked when it is built."""
+
+    format: str
+    kind: str
+    weights_sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+    config: dict[str, Any] = Field(default=None)  # None only when absent (not validated)
+    observation_space: SpaceDescription = Field(default=None)
+    action_space: SpaceDescription = Field(default=None)
+    modules: list[str] = Field(default=None)
+    memory_prefix: str | None = None
+    num_timesteps: NonNegativeInt = 0
+
+
+def read_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's ``checkpoint.json`` at ``path``, format and fields checked.
+
+    Raises:
+        CheckpointError: corrupt JSON, not a checkpoint description, or a field missing or of the
+            wrong type (named).
+    """
+    spec = read_format_json(
+        Path(path), FORMAT, CheckpointError, "checkpoint description", "re-run the training."
+    )
+    check_record(CheckpointSpec, spec, path, CheckpointError, SPEC_FIX)
+    return spec
 
 
 def save_checkpoint(folder: str | os.PathLike, module: nn.Module, spec: dict[str, Any]) -> Path:
@@ -76,11 +116,9 @@ def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str
             f"{str(folder)!r} is not a smt_rl checkpoint: it needs {SPEC_FILE} and {WEIGHTS_FILE} "
             "(written by `smt-rl pretrain` / `train`). Pickled torch files are never loaded."
         )
-    spec = read_format_json(
-        spec_path, FORMAT, CheckpointError, "checkpoint description", "re-run the training."
-    )
+    spec = read_spec(spec_path)
     data = weights_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != spec.get("weights_sha256"):
+    if hashlib.sha256(data).hexdigest() != spec["weights_sha256"]:
         raise CheckpointError(
             f"{weights_path} does not match {SPEC_FILE} (truncated, corrupt or replaced); "
             "re-run the training or restore the file."
@@ -94,15 +132,30 @@ def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str
 
 @contextmanager
 def spec_fields(folder: str | os.PathLike) -> Iterator[None]:
-    """Reading the fields of ``folder``'s checkpoint description: a missing key, or a config or
-    space this version cannot build, becomes a :class:`CheckpointError` naming the file."""
+    """Reading the fields of ``folder``'s checkpoint description: a missing field or config
+    section, or a config this version cannot build, becomes a :class:`CheckpointError` naming the
+    file."""
     try:
         yield
-    except (KeyError, TypeError, ConfigError, SpaceError) as exc:
+    except (KeyError, TypeError, ConfigError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise CheckpointError(
-            f"{Path(folder) / SPEC_FILE} is incomplete or invalid ({detail}); it was edited or "
-            "written by another smt_rl version: re-run the training (or restore the file)."
+            f"{Path(folder) / SPEC_FILE} is incomplete or invalid ({detail}); {SPEC_FIX}"
+        ) from exc
+
+
+@contextmanager
+def resume_state_fits(path: str | os.PathLike, fix: str) -> Iterator[None]:
+    """Loading a resume state (read from ``path``) into a run's objects: a state that does not
+    fit them (tensor shapes, optimiser groups, missing entries) becomes a
+    :class:`CheckpointError` naming the file and ``fix``."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} does not fit this run ({type(exc).__name__}: {exc}); {fix}"
         ) from exc
 
 
@@ -173,12 +226,12 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
 
     @property
-    def kind(self) -> str | None:
-        return self.spec.get("kind")
+    def kind(self) -> str:
+        return self.spec["kind"]
 
     @property
     def num_timesteps(self) -> int:
-        return int(self.spec.get("num_timesteps", 0))
+        return self.spec.get("num_timesteps", 0)
 
     def config(self, cls: type, *path: str) -> Any:
         """The stored config (or its section at ``path``) as ``cls``; keys an earlier version
@@ -192,7 +245,7 @@ class Checkpoint:
             return config_from_dict(cls, data, migrate=True)
 
     def spaces(self) -> tuple[Any, Any]:
-        """``(observation_space, action_space)`` of the task."""
+        """``(observation_space, action_space)`` of the task (checked buildable when read)."""
         with spec_fields(self.folder):
             return (
                 space_from_dict(self.spec["observation_space"]),

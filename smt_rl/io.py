@@ -66,25 +66,3 @@ def read_format_json(
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
-
-
-def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` ``obj`` (tensors, numbers, strings, lists and dicts of them) atomically."""
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def safe_torch_load(path: str | os.PathLike, error: type[Exception], fix: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU: no code runs. A truncated file, a foreign
-    file or one holding code raises ``error`` naming ``path`` and ``fix``."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise error(f"{path} cannot be read ({type(exc).__name__}: {exc}); {fix}") from exc

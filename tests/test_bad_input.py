@@ -700,7 +700,7 @@ def test_a_planted_pickle_is_refused_everywhere_and_never_runs(tmp_path):
         for load in loaders:
             with pytest.raises(CheckpointError):
                 load(target)
-    # 4. a pickle as a pretraining's resume state (read with torch.load(weights_only=True))
+    # 4. a pickle as a pretraining's resume state (a tree file: safetensors + JSON, no pickle)
     run = tmp_path / "run"
     (run / "resume").mkdir(parents=True)
     torch.save({"config": _Exploit(marker)}, run / "resume" / "state.pt")

@@ -29,13 +29,16 @@ from agents.base import AgentBase
 from agents.config import TrainConfig
 from agents.policy import ActorCritic
 from agents.smt_ppo.loop import (
+    RESUME_FIX,
     EpisodeStats,
+    LearnerState,
     LoopState,
     loop_from_saved,
     read_resume_state,
     save_resume_state,
 )
 from agents.smt_ppo.ppo import anneal_lr, gae, ppo_update
+from smt_rl.checkpoint import CheckpointError, resume_state_fits
 from smt_rl.checks import check_finite
 from smt_rl.data.episodes import EpisodeAssembler
 from smt_rl.data.vector import (
@@ -50,6 +53,7 @@ from smt_rl.errors import SpaceError
 from smt_rl.faults import kill_point
 from smt_rl.memory import MemoryRunner, MemoryState
 from smt_rl.models.step_encoder import STEP_INPUT_KEYS
+from smt_rl.records import check_record
 from smt_rl.smt.dmt import OnlineTeacher, OnPolicyDMT, VisitedHistories
 from smt_rl.smt.model import SMTModel, check_model_fits
 from smt_rl.spaces import (
@@ -308,10 +312,11 @@ class SMTPPO(AgentBase):
                 starts=torch.ones(n, dtype=torch.bool, device=self.device),
                 stats=EpisodeStats(np.zeros(n)),
             )
-        self._load_learner_state(saved)
+        self._load_learner_state(saved, resume_path)
         for actions in saved["actions"]:  # the environments go through the same steps again
             observations = envs.step(step_actions(actions.numpy()))[0]
-        return loop_from_saved(saved, self._to_tensor(observations, n), self.device)
+        with resume_state_fits(resume_path, RESUME_FIX):
+            return loop_from_saved(saved, self._to_tensor(observations, n), self.device)
 
     @torch.no_grad()
     def _collect_rollout(
@@ -476,18 +481,25 @@ class SMTPPO(AgentBase):
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _load_learner_state(self, saved: dict[str, Any]) -> None:
-        """Load :meth:`_learner_state`'s output back."""
-        _Modules(self.model, self.policy).load_state_dict(saved["modules"])
-        self.policy_opt.load_state_dict(saved["policy_opt"])
-        self.dmt.load_state_dict(saved["dmt"], self.device)
-        self.histories.load_state_dict(saved["histories"], self.device)
-        if self.online_teacher is not None and saved["teacher"] is not None:
-            self.online_teacher.load_state_dict(saved["teacher"])
-            self.episodes.load_state_dict(saved["episodes"])
-        self.generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        self.num_timesteps = int(saved["num_timesteps"])
+    def _load_learner_state(self, saved: dict[str, Any], path: str | os.PathLike) -> None:
+        """Load :meth:`_learner_state`'s output back, read from the resume state at ``path``.
+
+        Raises:
+            CheckpointError: a field is missing, of the wrong type, or does not fit this agent
+                (the message names ``path``).
+        """
+        check_record(LearnerState, saved, path, CheckpointError, RESUME_FIX)
+        with resume_state_fits(path, RESUME_FIX):
+            _Modules(self.model, self.policy).load_state_dict(saved["modules"])
+            self.policy_opt.load_state_dict(saved["policy_opt"])
+            self.dmt.load_state_dict(saved["dmt"], self.device)
+            self.histories.load_state_dict(saved["histories"], self.device)
+            if self.online_teacher is not None and saved["teacher"] is not None:
+                self.online_teacher.load_state_dict(saved["teacher"])
+                self.episodes.load_state_dict(saved["episodes"])
+            self.generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+        self.num_timesteps = saved["num_timesteps"]
 
     # ------------------------------------------------------------------ saving
     def saved_module(self) -> torch.nn.Module:

@@ -5,7 +5,9 @@ each environment's memory state and episode-start flag, the running episode stat
 actions taken so far (a resumed run rebuilds its environments by resetting them with the run's
 seed and replaying those actions, so they must be deterministic given their seed, as gymnasium's
 are). The resume file adds the agent's learning state (weights, optimisers, DMT replay, RNG).
-Everything is tensors, numbers and lists: it is read back with ``weights_only=True``.
+Everything is tensors, numbers, strings, lists and dicts: it is written as a tree file
+(:mod:`smt_rl.tree_file`, no pickle) and its fields are checked when it is read back
+(:class:`LoopResumeState`, :class:`LearnerState`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import torch
 
 from smt_rl.checkpoint import CheckpointError
 from smt_rl.faults import kill_point
-from smt_rl.io import atomic_torch_save, safe_torch_load
 from smt_rl.memory import MemoryState
+from smt_rl.records import NonNegativeInt, OptimizerState, Record, Tensor, check_record
+from smt_rl.tree_file import load_tree, save_tree
 
 STATS_WINDOW = 100  # finished episodes averaged in rollout/return_mean and rollout/success_rate
+RESUME_FIX = "delete it to start over (the RL phase starts again; the pretraining is kept)."
 
 
 @dataclass
@@ -65,7 +69,7 @@ class LoopState:
 
 def save_resume_state(path: str | os.PathLike, learner: dict[str, Any], loop: LoopState) -> None:
     """Write the agent's learning state ``learner`` and the loop's state atomically."""
-    atomic_torch_save(
+    save_tree(
         path,
         {
             **learner,
@@ -80,19 +84,100 @@ def save_resume_state(path: str | os.PathLike, learner: dict[str, Any], loop: Lo
     kill_point("resume.saved")
 
 
+class LoopResumeState(Record):
+    """The loop's fields of a resume state (:func:`save_resume_state`; the agent's learning state
+    beside them is checked by the agent, :class:`LearnerState`)."""
+
+    total_timesteps: NonNegativeInt
+    num_timesteps: NonNegativeInt
+    actions: Tensor  # (steps, N, ...) every step's env actions
+    memory_state: dict[str, Tensor]
+    starts: Tensor
+    running: Tensor
+    returns: list[float]
+    successes: list[float]
+
+
+class ReplayState(Record):
+    """The DMT replay's state (``smt_rl.smt.dmt.DMTReplay.state_dict``)."""
+
+    data: dict[str, Any] | None
+    next: NonNegativeInt
+    count: NonNegativeInt
+
+
+class DMTState(Record):
+    """On-policy DMT's state (``OnPolicyDMT.state_dict``)."""
+
+    optimizer: OptimizerState
+    replay: ReplayState
+
+
+class HistoriesState(Record):
+    """The visited histories' state (``VisitedHistories.state_dict``)."""
+
+    tail: dict[str, Any] | None
+    batch_size: list[NonNegativeInt] | None
+    valid: Tensor | None
+
+
+class EpisodeBufferState(Record):
+    """The online teacher's episodes (``EpisodeBuffer.state_dict``): ``(steps, batch size)``."""
+
+    episodes: list[tuple[dict[str, Any], list[NonNegativeInt]]]
+    next: NonNegativeInt
+
+
+class TeacherState(Record):
+    """The online teacher's state (``OnlineTeacher.state_dict``)."""
+
+    optimizer: OptimizerState
+    buffer: EpisodeBufferState
+
+
+class PieceState(Record):
+    """An unfinished episode's steps (``EpisodeAssembler.state_dict``)."""
+
+    steps: dict[str, Any]
+    length: NonNegativeInt
+
+
+class AssemblerState(Record):
+    """The episode assembler's state: one unfinished episode (or None) per environment."""
+
+    pieces: list[PieceState | None]
+
+
+class LearnerState(Record):
+    """The agent's fields of a resume state (``SMTPPO._learner_state``)."""
+
+    total_timesteps: NonNegativeInt
+    num_timesteps: NonNegativeInt
+    modules: dict[str, Tensor]
+    policy_opt: OptimizerState
+    dmt: DMTState
+    histories: HistoriesState
+    teacher: TeacherState | None
+    episodes: AssemblerState | None
+    generator: Tensor
+    torch_rng: Tensor
+
+
 def read_resume_state(path: str | os.PathLike, total_timesteps: int) -> dict[str, Any] | None:
-    """The resume state at ``path`` (None when there is none).
+    """The resume state at ``path`` (None when there is none), its loop fields checked.
 
     Raises:
-        CheckpointError: the file is corrupt, or was written for another ``total_timesteps``.
+        CheckpointError: the file is corrupt or not a resume state, a loop field is missing or of
+            the wrong type, or it was written for another ``total_timesteps``.
     """
     if not Path(path).is_file():
         return None
-    saved = safe_torch_load(path, CheckpointError, "delete it to start the RL phase over.")
-    if saved.get("total_timesteps") != total_timesteps:
+    saved = load_tree(path, CheckpointError, RESUME_FIX)
+    check_record(LoopResumeState, saved, path, CheckpointError, RESUME_FIX)
+    if saved["total_timesteps"] != total_timesteps:
         raise CheckpointError(
             f"the RL resume state {path} was written for total_timesteps="
-            f"{saved.get('total_timesteps')}, this run asks for {total_timesteps}; resume with "
+            f"{saved['total_timesteps']}, this run asks for {total_timesteps}; resume with "
             "the same config or delete it."
         )
     return saved

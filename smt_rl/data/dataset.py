@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,8 @@ import torch
 from gymnasium import spaces
 from tensordict import TensorDict
 
-from smt_rl.data.format import CHUNK_DIR
+from smt_rl.data.chunk import open_chunk
+from smt_rl.data.format import CHUNK_DIR, Layout, step_layout
 from smt_rl.data.writer import read_meta
 from smt_rl.errors import DatasetError
 from smt_rl.spaces import space_from_dict
@@ -39,7 +38,9 @@ class TrajectoryDataset:
         path: the dataset folder.
 
     Raises:
-        DatasetError: missing folder, not a dataset, corrupt metadata, or truncated chunk files.
+        DatasetError: missing folder, not a dataset, corrupt or invalid metadata, truncated chunk
+            files, or a chunk holding anything but the stored layout (see
+            :mod:`smt_rl.data.chunk`: nothing in a dataset is ever unpickled).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -47,7 +48,8 @@ class TrajectoryDataset:
         self.meta: dict[str, Any] = read_meta(self.path)
         self.observation_space: spaces.Space = space_from_dict(self.meta["observation_space"])
         self.action_space: spaces.Space = space_from_dict(self.meta["action_space"])
-        self._chunks: list[TensorDict] = [self._open_chunk(c) for c in self.meta["chunks"]]
+        layout = step_layout(self.observation_space, self.action_space)
+        self._chunks: list[TensorDict] = [self._open_chunk(c, layout) for c in self.meta["chunks"]]
         lengths = [n for c in self.meta["chunks"] for n in c["lengths"]]
         #: (N,) int64: steps of each episode.
         self.episode_lengths = torch.tensor(lengths, dtype=torch.int64)
@@ -57,39 +59,16 @@ class TrajectoryDataset:
         self._chunk_offsets = torch.tensor(
             [0, *torch.cumsum(torch.tensor([c["steps"] for c in self.meta["chunks"]]), 0).tolist()]
         )
-        if int(self.episode_lengths.sum()) != self.meta["num_steps"]:
-            raise DatasetError(
-                f"{self.path / 'meta.json'}: num_steps {self.meta['num_steps']} does not match "
-                f"the episode lengths ({int(self.episode_lengths.sum())}); the dataset is corrupt."
-            )
 
-    def _open_chunk(self, chunk: dict[str, Any]) -> TensorDict:
+    def _open_chunk(self, chunk: dict[str, Any], layout: Layout) -> TensorDict:
+        """The chunk ``meta.json`` lists as ``chunk``, its files checked and mapped read-only."""
         folder = self.path / CHUNK_DIR / chunk["name"]
-        fix = "re-collect the dataset (or delete the chunk's entry from meta.json)."
+        fix = "get the dataset again from where it came from, or re-collect it."
         if not folder.is_dir():
             raise DatasetError(
                 f"dataset {str(self.path)!r} is truncated: {folder} is missing; {fix}"
             )
-        try:
-            # Check sizes before mapping: mapping a short file silently extends it with zeros.
-            for file, expected in _expected_file_sizes(folder):
-                size = file.stat().st_size if file.exists() else -1
-                if size != expected:
-                    raise DatasetError(
-                        f"dataset {str(self.path)!r} is truncated: {file} has {size} bytes on "
-                        f"disk, {expected} expected; {fix}"
-                    )
-            steps = TensorDict.load_memmap(folder)
-        except DatasetError:
-            raise
-        except Exception as exc:  # tensordict raises assorted errors on a damaged folder
-            raise DatasetError(f"dataset chunk {folder} cannot be read ({exc!r}); {fix}") from exc
-        if steps.batch_size != (chunk["steps"],):
-            raise DatasetError(
-                f"dataset chunk {folder} holds {tuple(steps.batch_size)} steps, meta.json says "
-                f"{chunk['steps']}; {fix}"
-            )
-        return steps
+        return open_chunk(folder, layout, chunk["steps"], fix)
 
     # ------------------------------------------------------------------ description
     @property
@@ -239,22 +218,6 @@ class TrajectoryDataset:
         if not self._chunks:
             raise DatasetError(f"dataset {str(self.path)!r} has no episodes; collect some first.")
         return torch.cat([c.to_tensordict() for c in self._chunks], 0)
-
-
-def _expected_file_sizes(folder: Path) -> list[tuple[Path, int]]:
-    """``(file, bytes)`` of every tensor file of a TensorDict memmap folder, from its meta.json."""
-    meta = json.loads((folder / "meta.json").read_text())
-    out: list[tuple[Path, int]] = []
-    for key, entry in meta.items():
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("type") == "TensorDict":
-            out.extend(_expected_file_sizes(folder / key))
-        elif "shape" in entry and "dtype" in entry:
-            dtype = getattr(torch, entry["dtype"].removeprefix("torch."))
-            itemsize = torch.empty((), dtype=dtype).element_size()
-            out.append((folder / f"{key}.memmap", math.prod(entry["shape"]) * itemsize))
-    return out
 
 
 def _where(mask: torch.Tensor, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -16,22 +16,57 @@ contiguously, in order; ``meta.json`` lists each chunk's episode lengths.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from gymnasium import spaces
+
+from smt_rl.spaces import torch_dtype
+
 FORMAT_NAME = "smt_rl.trajectories"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 CHUNK_DIR = "chunks"
 
-STEP_KEYS = (
-    "observation",
-    "action",
-    "is_init",
-    "step_count",
-    ("next", "observation"),
-    ("next", "reward"),
-    ("next", "terminated"),
-    ("next", "truncated"),
-    ("next", "done"),
-)
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """One stored per-step field: its dtype and its shape per step (the file holds ``(S, *shape)``
+    for a chunk of S steps)."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+# key -> a stored tensor, or a nested level of keys (a sub-folder of the chunk)
+Layout = dict[str, Union[StoredTensor, "Layout"]]
+
+
+def step_layout(observation_space: spaces.Space, action_space: spaces.Space) -> Layout:
+    """Every key a chunk of a dataset with these spaces stores, with its dtype and shape."""
+    observation = _space_layout(observation_space)
+    flag = StoredTensor(torch.bool, ())
+    return {
+        "observation": observation,
+        "action": _space_layout(action_space),
+        "is_init": flag,
+        "step_count": StoredTensor(torch.int64, ()),
+        "next": {
+            "observation": observation,
+            "reward": StoredTensor(torch.float32, ()),
+            "terminated": flag,
+            "truncated": flag,
+            "done": flag,
+        },
+    }
+
+
+def _space_layout(space: spaces.Space) -> StoredTensor | Layout:
+    """A sample of ``space`` as stored: one tensor, or a level per Dict (one key per member)."""
+    if isinstance(space, spaces.Dict):
+        return {key: _space_layout(sub) for key, sub in space.spaces.items()}
+    return StoredTensor(torch_dtype(space), tuple(space.shape))
 
 
 def chunk_name(index: int) -> str:

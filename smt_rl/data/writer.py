@@ -15,9 +15,11 @@ from gymnasium import spaces
 from tensordict import TensorDict
 
 from smt_rl.data.format import CHUNK_DIR, FORMAT_NAME, FORMAT_VERSION, META_FILE, chunk_name
+from smt_rl.data.meta import DatasetMeta
 from smt_rl.errors import DatasetError
 from smt_rl.faults import kill_point
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
+from smt_rl.records import check_record
 from smt_rl.spaces import check_space, space_to_dict
 
 
@@ -33,7 +35,9 @@ def env_description(
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """Read and check ``meta.json`` of the dataset at ``path``; clear errors if missing/corrupt."""
+    """Read and check ``meta.json`` of the dataset at ``path`` (fields, types and consistency:
+    :class:`smt_rl.data.meta.DatasetMeta`); a :class:`DatasetError` naming the file and the field
+    when it is missing, corrupt or invalid."""
     if not path.exists():
         raise DatasetError(
             f"dataset folder {str(path)!r} does not exist; create it with "
@@ -57,6 +61,13 @@ def read_meta(path: Path) -> dict[str, Any]:
             f"{meta_path} has format version {meta.get('version')!r}; this smt_rl reads version "
             f"{FORMAT_VERSION}. Re-collect the dataset with this version."
         )
+    check_record(
+        DatasetMeta,
+        meta,
+        meta_path,
+        DatasetError,
+        "it was edited or damaged: restore it, or re-collect the dataset.",
+    )
     return meta
 
 

@@ -17,15 +17,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from pydantic import model_validator
 from tensordict import TensorDict, TensorDictBase
 
-from smt_rl.checkpoint import CheckpointError
+from smt_rl.checkpoint import CheckpointError, resume_state_fits
 from smt_rl.config import config_to_dict
 from smt_rl.data import TrajectoryDataset
 from smt_rl.distributed import DistContext, setup, weights_digest
 from smt_rl.errors import DatasetError
 from smt_rl.faults import kill_point
-from smt_rl.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from smt_rl.io import atomic_write_json
+from smt_rl.records import (
+    NonNegativeInt,
+    OptimizerState,
+    PositiveInt,
+    Record,
+    Tensor,
+    check_record,
+)
 from smt_rl.run_logger import RunLogger, truncate_log
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.dmt import offline_dmt_loss
@@ -33,10 +42,12 @@ from smt_rl.smt.evaluate import rollout_metrics
 from smt_rl.smt.losses import bptt_loss, smt_loss
 from smt_rl.smt.model import SMTModel, save_smt_model
 from smt_rl.smt.phases import Phase, PhaseRunner, PhaseSettings
+from smt_rl.tree_file import load_tree, save_tree
 
 CHECKPOINT_DIR = "checkpoint"
 RESUME_FILE = "resume/state.pt"  # the unfinished run's state (removed when the run ends)
-RESUME_VERSION = 2  # layout of the resume state; a state of another layout is refused
+RESUME_VERSION = 3  # layout of the resume state; a state of another layout is refused
+RESUME_FIX = "delete it to start over (the run then restarts from scratch)."
 # what decides a pretraining's result
 PRETRAIN_SECTIONS = ("env", "data", "model", "smt", "offline_dmt", "seed")
 METHODS = ("smt", "bptt")
@@ -171,23 +182,64 @@ def _pretrain_identity(cfg: PretrainConfig) -> dict[str, Any]:
     return {k: full[k] for k in PRETRAIN_SECTIONS}
 
 
+class RunnerState(Record):
+    """A phase runner's state (:meth:`PhaseRunner.state_dict`)."""
+
+    update: NonNegativeInt
+    optimizer: OptimizerState
+    sums: dict[str, float]
+    count: NonNegativeInt
+    last: dict[str, float]
+
+
+class PretrainResumeState(Record):
+    """The fields of a pretraining's resume state (:meth:`Pretraining._checkpoint`)."""
+
+    version: int
+    config: dict[str, Any]
+    method: str
+    world_size: PositiveInt
+    phase: NonNegativeInt
+    runner: RunnerState | None  # None: killed between phases
+    metrics: dict[str, dict[str, float]]
+    dmt_before: dict[str, Tensor] | None
+    wall_s: float
+    log_lines: NonNegativeInt
+    model: dict[str, Tensor]
+    generator: list[Tensor]  # one random stream per rank
+    torch_rng: list[Tensor]
+    cuda_rng: list[Tensor | None]
+
+    @model_validator(mode="after")
+    def _one_stream_per_rank(self) -> PretrainResumeState:
+        for field in ("generator", "torch_rng", "cuda_rng"):
+            if len(getattr(self, field)) != self.world_size:
+                raise ValueError(
+                    f"{field} has {len(getattr(self, field))} entries, one per rank of "
+                    f"world_size {self.world_size} expected"
+                )
+        return self
+
+
 def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[str, Any] | None:
     """The state a killed run left in ``run_dir``, or None (no state: start from scratch).
 
     Raises:
-        CheckpointError: the state is corrupt, of another layout, or was written by another
-            config or method (the run folder then belongs to another run: pick another ``out``,
-            or delete the folder).
+        CheckpointError: the state is corrupt, of another layout, misses a field or holds one of
+            the wrong type, or was written by another config or method (the run folder then
+            belongs to another run: pick another ``out``, or delete the folder).
     """
     path = run_dir / RESUME_FILE
     if not path.is_file():
         return None
-    state = safe_torch_load(path, CheckpointError, "delete it to restart the run from scratch.")
+    state = load_tree(path, CheckpointError, RESUME_FIX)
     if not isinstance(state, dict) or state.get("version") != RESUME_VERSION:
         raise CheckpointError(
-            f"{path} was written by another smt_rl version; delete it to restart the run."
+            f"{path} was written by another smt_rl version (layout {RESUME_VERSION} expected); "
+            + RESUME_FIX
         )
-    if state.get("config") != _pretrain_identity(cfg) or state.get("method") != method:
+    check_record(PretrainResumeState, state, path, CheckpointError, RESUME_FIX)
+    if state["config"] != _pretrain_identity(cfg) or state["method"] != method:
         raise CheckpointError(
             f"{run_dir} holds an unfinished run with another config or method; resume it with "
             f"`smt-rl pretrain --resume {run_dir}`, choose another out=, or delete {path}."
@@ -243,7 +295,10 @@ class Pretraining:
         self.dmt_before: dict[str, torch.Tensor] | None = None  # the cell before offline DMT
         self.log_lines = 0  # metrics.jsonl lines at the last resume point
         self._held_out: TensorDict | None = None
-        wall_s = 0.0 if self.resume is None else self._restore(self.resume)
+        wall_s = 0.0
+        if self.resume is not None:
+            with resume_state_fits(run_dir / RESUME_FILE, RESUME_FIX):
+                wall_s = self._restore(self.resume)
         self.started = time.perf_counter() - wall_s
         if cfg.smt.compile and ctx.device.type == "cuda":
             # compile the forward only: the module (and its state-dict keys, which checkpoints
@@ -317,7 +372,8 @@ class Pretraining:
         )
         resume = self.resume
         if resume is not None and resume["phase"] == index and resume["runner"] is not None:
-            runner.load_state_dict(resume["runner"])  # killed inside this phase
+            with resume_state_fits(self.run_dir / RESUME_FILE, RESUME_FIX):
+                runner.load_state_dict(resume["runner"])  # killed inside this phase
         return runner
 
     def held_out_episodes(self) -> TensorDict:
@@ -359,7 +415,7 @@ class Pretraining:
         if not self.ctx.is_main:
             return
         self.log_lines = self.logger.lines
-        atomic_torch_save(
+        save_tree(
             self.run_dir / RESUME_FILE,
             {
                 "version": RESUME_VERSION,
