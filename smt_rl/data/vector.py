@@ -74,6 +74,15 @@ class _ClearShapeErrors(VectorWrapper):
         with self._shape_errors("step"):
             return self.env.step(actions)
 
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        return self.env.call(name, *args, **kwargs)
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        return self.env.get_attr(name)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        self.env.set_attr(name, values)
+
     @contextlib.contextmanager
     def _shape_errors(self, call: str) -> Iterator[None]:
         try:
