@@ -41,6 +41,13 @@ class Agent(Protocol):
     summary: dict[str, Any]  # figures of its preparation for the run's summary (pretraining's)
 
     @classmethod
+    def check_run(cls, cfg: TrainConfig, run_dir: Path) -> None:
+        """Check, reading only, that a run of ``cfg`` can start (or continue) in ``run_dir``:
+        what :meth:`from_config` or :meth:`learn` would refuse there is refused before the run
+        writes anything."""
+        ...
+
+    @classmethod
     def from_config(cls, cfg: TrainConfig, env_fn: EnvFn, run_dir: Path, progress: bool) -> Agent:
         """A new agent for a run (doing any preparation it needs, e.g. pretraining)."""
         ...
@@ -94,6 +101,10 @@ class AgentBase:
     memory_prefix: ClassVar[str | None] = None  # where an SMT model sits in saved_module()
     data_steps: int = 0
     summary: dict[str, Any] = {}  # noqa: RUF012 (read-only default; instances replace it)
+
+    @classmethod
+    def check_run(cls, cfg: TrainConfig, run_dir: Path) -> None:
+        """Nothing to check: an agent without preparation or resume state starts anywhere."""
 
     @classmethod
     def from_config(

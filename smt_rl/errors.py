@@ -21,3 +21,8 @@ class ConfigError(SmtRlError, ValueError):
 
 class NonFiniteError(SmtRlError, ValueError):
     """An environment returned NaN or infinity in an observation or a reward."""
+
+
+class FolderLockedError(SmtRlError, RuntimeError):
+    """Another live process writes to the folder (a run, a dataset, a benchmark) this one would
+    write to; the message names it and when it started."""

@@ -78,8 +78,13 @@ def save_resume_state(path: str | os.PathLike, learner: dict[str, Any], loop: Lo
     )
 
 
-def read_resume_state(path: str | os.PathLike, total_timesteps: int) -> dict[str, Any] | None:
-    """The resume state at ``path`` (None when there is none).
+def read_resume_state(
+    path: str | os.PathLike,
+    total_timesteps: int,
+    fix: str = "resume with the same config or delete it.",
+) -> dict[str, Any] | None:
+    """The resume state at ``path`` (None when there is none); ``fix`` ends the message refusing
+    a state of another ``total_timesteps``.
 
     Raises:
         CheckpointError: the file is corrupt, or was written for another ``total_timesteps``.
@@ -90,8 +95,7 @@ def read_resume_state(path: str | os.PathLike, total_timesteps: int) -> dict[str
     if saved.get("total_timesteps") != total_timesteps:
         raise CheckpointError(
             f"the RL resume state {path} was written for total_timesteps="
-            f"{saved.get('total_timesteps')}, this run asks for {total_timesteps}; resume with "
-            "the same config or delete it."
+            f"{saved.get('total_timesteps')}, this run asks for {total_timesteps}; {fix}"
         )
     return saved
 
