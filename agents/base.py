@@ -48,6 +48,13 @@ class Agent(Protocol):
         ...
 
     @classmethod
+    def check_run(cls, cfg: TrainConfig, run_dir: Path) -> None:
+        """Check, reading only, that a run of ``cfg`` can start (or continue) in ``run_dir``:
+        what :meth:`from_config` or :meth:`learn` would refuse there is refused before the run
+        writes anything."""
+        ...
+
+    @classmethod
     def from_config(cls, cfg: TrainConfig, env_fn: EnvFn, run_dir: Path, progress: bool) -> Agent:
         """A new agent for a run (doing any preparation it needs, e.g. pretraining)."""
         ...
@@ -108,6 +115,10 @@ class AgentBase:
     ) -> None:
         """Refuse, before a run writes anything, settings this agent cannot run with on a task
         of these spaces (the base checks nothing more than the config schema did)."""
+
+    @classmethod
+    def check_run(cls, cfg: TrainConfig, run_dir: Path) -> None:
+        """Nothing to check: an agent without preparation or resume state starts anywhere."""
 
     @classmethod
     def from_config(

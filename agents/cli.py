@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -277,13 +278,53 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# how each command names the folder it writes into, for the fix of an OS error
+_OUTPUT_OPTION = {"collect": "--out", "pretrain": "out=", "train": "out=", "benchmark": "out="}
+# errors that only a write gives; the fix they call for
+_WRITE_FIXES = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space (disk quota exceeded)",
+    errno.EFBIG: "free some space (file too large)",
+    errno.EROFS: "the file system is read-only",
+}
+_OTHER_FIXES = {
+    errno.EACCES: "check the permissions",
+    errno.EPERM: "check the permissions",
+    errno.ENOTDIR: "a part of that path is a file, not a folder",
+    errno.EEXIST: "something is in the way there; move it away",
+    errno.EISDIR: "a folder is in the way there; move it away",
+    errno.ENOENT: "check the path",
+}
+
+
+def os_error_message(exc: OSError, command: str) -> str:
+    """One line for an OS error: what could not be done to which file, and the fix
+    (``cannot write runs/x/metrics.jsonl: [Errno 28] No space left on device; free some space or
+    choose another out=``)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    verb = "cannot write" if exc.errno in _WRITE_FIXES else "cannot access"
+    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
+    fix = _WRITE_FIXES.get(exc.errno) or _OTHER_FIXES.get(exc.errno) or "check that path"
+    option = _OUTPUT_OPTION.get(command)
+    return f"{verb}{where}: {reason}; {fix}" + (f" or choose another {option}" if option else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error the user can fix is one line on stderr and exit code 2 (an
+    interrupt: 130), not a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except (SmtRlError, ValueError) as exc:
         print(f"smt-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        message = os_error_message(exc, args.command)
+        print(f"smt-rl {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"smt-rl {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

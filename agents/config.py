@@ -52,6 +52,11 @@ class RunSettings(PretrainConfig):
     )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="final evaluation")
 
+    def rl_timesteps(self, data_steps: int) -> int:
+        """Env steps of the RL phase after ``data_steps`` of logged data: ``total_timesteps``,
+        less the data when ``budget_includes_data``."""
+        return self.total_timesteps - (data_steps if self.budget_includes_data else 0)
+
 
 def _section(cls: type[ConfigModel], algo: str) -> tuple[type[ConfigModel], object]:
     """A TrainConfig field for one section of ``algo``: described by its class docstring."""

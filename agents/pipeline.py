@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,14 @@ from smt_rl.data import (
     collect_episodes,
     env_description,
 )
+from smt_rl.data.writer import check_dataset_folder
 from smt_rl.errors import ConfigError, DatasetError
-from smt_rl.io import (
-    atomic_write_json,
-    remove_temp_files,
-)
+from smt_rl.io import atomic_write_json
+from smt_rl.locks import FolderLock
 from smt_rl.records import NonNegativeInt, Record, check_record
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.model import check_model_fits
-from smt_rl.smt.trainer import PRETRAIN_SECTIONS, pretrain_on_dataset
+from smt_rl.smt.trainer import PRETRAIN_SECTIONS, load_resume_state, pretrain_on_dataset
 from smt_rl.tree_file import load_tree
 
 
@@ -76,18 +76,25 @@ def collect(
     """
     env_kwargs = dict(env_kwargs or {})
     env_fn = functools.partial(make_env, env_id, env_kwargs, entry_point)
-    env_fn().close()  # resolve the task now: a bad id or kwarg fails before anything is written
-    return collect_episodes(
-        env_fn,
-        env=env_description(env_id, env_kwargs, entry_point),
-        episodes=episodes,
-        out=out,
-        policy=policy,
-        num_envs=num_envs,
-        seed=seed,
-        vectorization=vectorization,
-        progress=progress,
-    )
+    env = env_description(env_id, env_kwargs, entry_point)
+    # resolve the task now: a bad id or kwarg fails before anything is written
+    probe = env_fn()
+    observation_space, action_space = probe.observation_space, probe.action_space
+    probe.close()
+    with FolderLock(out, "--out") as lock:
+        check_dataset_folder(Path(out), env, observation_space, action_space)
+        lock.claim()
+        return collect_episodes(
+            env_fn,
+            env=env,
+            episodes=episodes,
+            out=out,
+            policy=policy,
+            num_envs=num_envs,
+            seed=seed,
+            vectorization=vectorization,
+            progress=progress,
+        )
 
 
 def _resolve_config(cls: type, config: Any, overrides: Sequence[str]) -> Any:
@@ -115,20 +122,39 @@ def _pretrain_config(config: Any, overrides: Sequence[str]) -> PretrainConfig:
     return config_from_dict(PretrainConfig, apply_overrides(kept, overrides, cls=PretrainConfig))
 
 
+def _checked_dataset(cfg: PretrainConfig, run_dir: Path) -> TrajectoryDataset | None:
+    """The dataset a run of ``cfg`` in ``run_dir`` starts from, opened and checked against the
+    configured task (reading only): ``data.path``'s, else ``RUN_DIR/data`` when it holds one,
+    else None (to collect).
+
+    Raises:
+        DatasetError: a missing or unreadable ``data.path``, or a dataset of another task.
+    """
+    wanted = env_description(cfg.env.id, cfg.env.kwargs, cfg.env.entry_point)
+    given = cfg.data.path is not None
+    path = Path(cfg.data.path) if given else run_dir / "data"
+    if not given and not (path / "meta.json").exists():
+        return None
+    dataset = TrajectoryDataset(path)
+    if dataset.meta["env"] != wanted:
+        if given:
+            where = f"data.path {cfg.data.path!r}"
+            fix = "point data.path to a dataset of this task, or set data.path=null to collect one."
+        else:
+            where, fix = str(path), f"choose another out=, or delete {path} to collect it again."
+        raise DatasetError(
+            f"{where} holds task {dataset.meta['env']}, but the config asks for {wanted}: {fix}"
+        )
+    return dataset
+
+
 def _dataset_for(cfg: PretrainConfig, run_dir: Path, progress: bool) -> TrajectoryDataset:
     """The dataset ``data.path`` names, or one collected into ``RUN_DIR/data`` (reused if there)."""
-    wanted = env_description(cfg.env.id, cfg.env.kwargs, cfg.env.entry_point)
+    dataset = _checked_dataset(cfg, run_dir)
     if cfg.data.path is not None:
-        dataset = TrajectoryDataset(cfg.data.path)
-        if dataset.meta["env"] != wanted:
-            raise DatasetError(
-                f"data.path {cfg.data.path!r} holds task {dataset.meta['env']}, but the config "
-                f"asks for {wanted}: point data.path to a dataset of this task, or set "
-                "data.path=null to collect one."
-            )
         return dataset
+    have = 0 if dataset is None else dataset.num_episodes
     path = run_dir / "data"
-    have = TrajectoryDataset(path).num_episodes if (path / "meta.json").exists() else 0
     if have < cfg.data.episodes:
         collect(
             cfg.env.id,
@@ -143,6 +169,17 @@ def _dataset_for(cfg: PretrainConfig, run_dir: Path, progress: bool) -> Trajecto
             progress=progress,
         )
     return TrajectoryDataset(path)
+
+
+def resume_command(folder: Path) -> str | None:
+    """A command that continues the unfinished pretraining in ``folder``: ``smt-rl pretrain
+    --resume`` on a pretrain run, ``smt-rl train --resume`` on the ``pretrain`` folder of a train
+    run; None when ``folder`` holds no saved config to continue with."""
+    if (folder / "config.yaml").is_file():
+        return f"smt-rl pretrain --resume {folder}"
+    if folder.name == "pretrain" and (folder.parent / "config.yaml").is_file():
+        return f"smt-rl train --resume {folder.parent}"
+    return None
 
 
 def resume_config(run_dir: str | os.PathLike) -> Path:
@@ -194,18 +231,49 @@ def pretrain(
         check_model_fits(cfg.model, given.observation_space, given.action_space)
     ctx = distributed.setup(cfg.device)  # a world of one unless started by torchrun
     try:
-        if ctx.is_main:  # rank 0 writes the config and collects the data; the others wait
-            run_dir.mkdir(parents=True, exist_ok=True)
-            remove_temp_files(run_dir)  # what a killed run left between a write and its rename
-            save_config(cfg, run_dir / "config.yaml")
-            if given is None:
-                _dataset_for(cfg, run_dir, progress)
-        ctx.barrier()
-        dataset = given if given is not None else _dataset_for(cfg, run_dir, progress=False)
-        probe = probe_for(dataset.env_id)
-        return pretrain_on_dataset(cfg, dataset, run_dir, method, progress, ctx, probe)
+        check = functools.partial(_check_pretrain_folder, cfg, run_dir, method, ctx.world_size)
+        with _main_rank_lock(ctx, run_dir, check):
+            if ctx.is_main:  # rank 0 writes the config and collects the data; the others wait
+                save_config(cfg, run_dir / "config.yaml")
+                if given is None:
+                    _dataset_for(cfg, run_dir, progress)
+            ctx.barrier()
+            dataset = given if given is not None else _dataset_for(cfg, run_dir, progress=False)
+            probe = probe_for(dataset.env_id)
+            return pretrain_on_dataset(cfg, dataset, run_dir, method, progress, ctx, probe)
     finally:
         distributed.teardown(ctx)
+
+
+@contextlib.contextmanager
+def _main_rank_lock(
+    ctx: distributed.DistContext, folder: Path, check: Callable[[], None]
+) -> Iterator[None]:
+    """Rank 0 holds ``folder``'s lock for the block, after ``check`` (which reads only) passed
+    under it; a refusal (the lock, the check, the first write) is raised on every rank."""
+    with contextlib.ExitStack() as stack:
+        refused: BaseException | None = None
+        if ctx.is_main:
+            try:
+                lock = stack.enter_context(FolderLock(folder, "out="))
+                check()
+                lock.claim()
+            except Exception as exc:
+                refused = exc
+        refused = ctx.broadcast(refused)
+        if refused is not None:
+            raise refused
+        yield
+
+
+def _check_pretrain_folder(
+    cfg: PretrainConfig, run_dir: Path, method: str, world_size: int
+) -> None:
+    """What ``run_dir`` already holds fits this pretraining (reading only): its ``data`` folder
+    the task, its resume state the config, the method and the number of processes."""
+    if cfg.data.path is None:
+        _checked_dataset(cfg, run_dir)
+    load_resume_state(run_dir, cfg, method, world_size, resume_command(run_dir))
 
 
 def _check_task(cfg: PretrainConfig) -> None:
@@ -276,19 +344,33 @@ def train(
     pretraining). Then, for every algo, the same deterministic evaluation on fresh seeds. The run
     folder gets ``config.yaml``, ``metrics.jsonl`` (RL lines carry ``time/wall_s`` since the start,
     pretraining included), tensorboard events, ``checkpoint/`` (the agent) and ``summary.json``.
-    """
-    from smt_rl.run_logger import RunLogger, drop_log_lines
 
+    Every check (config, task, ``data.path``, what the run folder already holds, the folder's
+    lock) comes before the first write: a refused run leaves the folder as it was.
+    """
     cfg = _resolve_config(TrainConfig, config, overrides)
     started = time.perf_counter()
     run_dir = Path(cfg.out)
-    env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
+    agent_cls = agent_class(cfg.algo)
     _check_task(cfg)  # a bad task or kwarg fails here, before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(run_dir)  # what a killed run left between a write and its rename
-    save_config(cfg, run_dir / "config.yaml")
-    agent = agent_class(cfg.algo).from_config(cfg, env_fn, run_dir, progress)
-    rl_steps = cfg.total_timesteps - (agent.data_steps if cfg.budget_includes_data else 0)
+    with FolderLock(run_dir, "out=") as lock:
+        # what the folder holds fits this config (data, pretraining, RL resume state)
+        agent_cls.check_run(cfg, run_dir)
+        lock.claim()
+        save_config(cfg, run_dir / "config.yaml")
+        return _train_in(cfg, agent_cls, run_dir, started, progress)
+
+
+def _train_in(
+    cfg: TrainConfig, agent_cls: type, run_dir: Path, started: float, progress: bool
+) -> dict[str, Any]:
+    """:func:`train`'s work once its checks passed and its run folder is locked: the agent (with
+    any preparation), its learning, its evaluation, its summary."""
+    from smt_rl.run_logger import RunLogger, drop_log_lines
+
+    env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
+    agent = agent_cls.from_config(cfg, env_fn, run_dir, progress)
+    rl_steps = cfg.rl_timesteps(agent.data_steps)
     # a run killed in its reinforcement-learning phase: an agent that resumes exactly continues
     # from its resume state, others start the phase over; the log keeps the lines up to there
     rl_state = run_dir / RL_RESUME_FILE
@@ -366,20 +448,23 @@ def load_agent(folder: str | os.PathLike, env_fn: Any = None, device: str = "aut
 
 def evaluate(run_dir: str | os.PathLike, episodes: int | None = None) -> dict[str, Any]:
     """Deterministic evaluation of the agent saved in ``run_dir`` on fresh seeds; same as
-    ``smt-rl eval RUN_DIR [--episodes N]``. Writes ``RUN_DIR/eval.json``."""
+    ``smt-rl eval RUN_DIR [--episodes N]``. Writes ``RUN_DIR/eval.json``, holding the run
+    folder's lock (refused while the run trains)."""
     run_dir = Path(run_dir)
-    agent = load_agent(run_dir / "checkpoint")
-    cfg = agent.cfg
-    env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
-    result = agent.evaluate(
-        env_fn,
-        episodes or cfg.eval.episodes,
-        cfg.seed + 2 * cfg.eval.seed_offset,
-        cfg.eval.deterministic,
-    )
-    result = {"env_id": cfg.env.id, "algo": cfg.algo, **result}
-    atomic_write_json(run_dir / "eval.json", result)
-    return result
+    with FolderLock(run_dir, option=None) as lock:
+        agent = load_agent(run_dir / "checkpoint")
+        lock.claim()
+        cfg = agent.cfg
+        env_fn = functools.partial(make_env, cfg.env.id, dict(cfg.env.kwargs), cfg.env.entry_point)
+        result = agent.evaluate(
+            env_fn,
+            episodes or cfg.eval.episodes,
+            cfg.seed + 2 * cfg.eval.seed_offset,
+            cfg.eval.deterministic,
+        )
+        result = {"env_id": cfg.env.id, "algo": cfg.algo, **result}
+        atomic_write_json(run_dir / "eval.json", result)
+        return result
 
 
 def benchmark(
@@ -396,7 +481,8 @@ def benchmark(
 
     Runs every (task, method, seed) that has not finished yet as its own ``smt-rl train`` process
     (at most ``jobs`` at once), then writes ``OUT/results.md``, ``OUT/results.json`` and
-    ``OUT/plots/*.png`` from every finished run of the suite.
+    ``OUT/plots/*.png`` from every finished run of the suite. It holds ``OUT``'s lock throughout
+    (a second benchmark on the same ``OUT`` is refused); each run holds its own run folder's.
 
     Args:
         suite: a suite file, or a name under ``configs/suites`` (``quick``, ``memory_length``...).
@@ -423,24 +509,26 @@ def benchmark(
             )
         suite_cfg.tasks = [t for t in suite_cfg.tasks if t.name in tasks]
     specs = run_specs(suite_cfg, seeds)
-    if run:  # what `smt-rl benchmark --resume OUT` starts again from
-        atomic_write_json(
-            Path(suite_cfg.out) / BENCHMARK_FILE,
-            {
-                "suite": str(Path(suite).resolve()) if Path(suite).is_file() else suite,
-                "overrides": list(overrides),
-                "seeds": seeds,
-                "tasks": list(tasks) if tasks else None,
-            },
-        )
-    report = run_all(specs, jobs, echo) if run else {"failed": []}
-    records = [read_run(s.out, s.task) for s in specs if s.finished]
-    rows = aggregate(records)
     out = Path(suite_cfg.out)
-    path = write_results(rows, out, f"Suite {suite_cfg.name}")
-    plots = plot_curves(records, out / "plots")
-    lengths = {t.name: t.memory_length for t in suite_cfg.tasks if t.memory_length is not None}
-    memory_plot = plot_success_vs_memory(rows, lengths, out / "plots")
+    with FolderLock(out, "out=") as lock:
+        lock.claim()
+        if run:  # what `smt-rl benchmark --resume OUT` starts again from
+            atomic_write_json(
+                out / BENCHMARK_FILE,
+                {
+                    "suite": str(Path(suite).resolve()) if Path(suite).is_file() else suite,
+                    "overrides": list(overrides),
+                    "seeds": seeds,
+                    "tasks": list(tasks) if tasks else None,
+                },
+            )
+        report = run_all(specs, jobs, echo) if run else {"failed": []}
+        records = [read_run(s.out, s.task) for s in specs if s.finished]
+        rows = aggregate(records)
+        path = write_results(rows, out, f"Suite {suite_cfg.name}")
+        plots = plot_curves(records, out / "plots")
+        lengths = {t.name: t.memory_length for t in suite_cfg.tasks if t.memory_length is not None}
+        memory_plot = plot_success_vs_memory(rows, lengths, out / "plots")
     if memory_plot is not None:
         plots.append(memory_plot)
     return {

@@ -20,8 +20,13 @@ class ConfigError(SmtRlError, ValueError):
 
 
 class NonFiniteError(SmtRlError, ValueError):
-    """An environment returned NaN or infinity in an observation or a reward."""
+    """NaN or infinity: in an environment's observation or reward, or in a training loss."""
 
 
 class RunFolderError(SmtRlError, ValueError):
     """A run folder's own records (``metrics.jsonl``, ``summary.json``) are damaged."""
+
+
+class FolderLockedError(SmtRlError, RuntimeError):
+    """Another live process writes to the folder (a run, a dataset, a benchmark) this one would
+    write to; the message names it and when it started."""

@@ -3,10 +3,15 @@ at once; runs that already wrote ``summary.json`` are skipped, so a killed bench
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +71,22 @@ def _command(task: SuiteTask, method: str, seed: int, out: Path) -> list[str]:
     ]
 
 
+@dataclass
+class Child:
+    """A run's ``smt-rl train`` process while it runs."""
+
+    spec: RunSpec  # the run
+    process: subprocess.Popen  # its process (leader of its own process group)
+    began: float  # time.perf_counter() at its start
+    log_from: int  # where its output begins in OUT/train.log (earlier attempts stay above)
+
+
 def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[RunSpec]]:
-    """Start the unfinished runs, ``jobs`` at a time; each writes ``OUT/train.log``.
+    """Start the unfinished runs, ``jobs`` at a time; each appends to ``OUT/train.log``.
+
+    Each run dies with this process, however it ends (SIGKILL included; on Linux), and is killed
+    (with its process group) when this function is left by an exception or an interrupt. A run
+    whose folder another process still writes to fails with that process named (its lock).
 
     Returns ``{"skipped": [...], "finished": [...], "failed": [...]}``. A failed run is reported
     (with the tail of its log) and the others go on; running the benchmark again retries it.
@@ -78,33 +97,93 @@ def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[R
         (report["skipped"] if spec.finished else queue).append(spec)
     if report["skipped"]:
         echo(f"{len(report['skipped'])} runs already finished: skipped")
-    running: list[tuple[RunSpec, subprocess.Popen, float]] = []
+    running: list[Child] = []
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # J processes share the cores
-    while queue or running:
-        while queue and len(running) < max(1, jobs):
-            spec = queue.pop(0)
-            spec.out.mkdir(parents=True, exist_ok=True)
-            log = open(spec.out / "train.log", "w")  # noqa: SIM115 (closed when the run ends)
-            proc = subprocess.Popen(spec.command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            log.close()
-            running.append((spec, proc, time.perf_counter()))
-            echo(f"started  {spec.task} {spec.method} seed {spec.seed}")
-        time.sleep(0.5)
-        for item in list(running):
-            spec, proc, began = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            took = time.perf_counter() - began
-            if proc.returncode == 0 and spec.finished:
-                report["finished"].append(spec)
-                echo(f"finished {spec.task} {spec.method} seed {spec.seed} ({took:.0f} s)")
-            else:
-                report["failed"].append(spec)
-                tail = (spec.out / "train.log").read_text(errors="replace").strip()[-800:]
-                echo(
-                    f"FAILED   {spec.task} {spec.method} seed {spec.seed} "
-                    f"(exit {proc.returncode}); {spec.out / 'train.log'} ends:\n{tail}"
-                )
+    try:
+        while queue or running:
+            while queue and len(running) < max(1, jobs):
+                running.append(_start(queue.pop(0), env))
+                spec = running[-1].spec
+                echo(f"started  {spec.task} {spec.method} seed {spec.seed}")
+            time.sleep(0.5)
+            for child in [c for c in running if c.process.poll() is not None]:
+                running.remove(child)
+                _report(child, report, echo)
+    except BaseException:
+        for child in running:
+            _kill(child.process)
+        raise
     return report
+
+
+def _start(spec: RunSpec, env: dict[str, str]) -> Child:
+    """Start ``spec``'s process, its output appended to ``OUT/train.log`` after a header line
+    (appending: a process that still writes there keeps its log)."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    with open(spec.out / "train.log", "a") as log:
+        separator = "\n" if log.tell() else ""  # a killed attempt may end mid-line
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(f"{separator}--- {started} {shlex.join(spec.command)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            spec.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_dies_with_parent(),
+        )
+        return Child(spec, process, time.perf_counter(), log.tell())
+
+
+def _report(child: Child, report: dict[str, list[RunSpec]], echo: Callable[[str], None]) -> None:
+    """File a run that ended as finished or failed (with the tail of its attempt's log)."""
+    spec, took = child.spec, time.perf_counter() - child.began
+    if child.process.returncode == 0 and spec.finished:
+        report["finished"].append(spec)
+        echo(f"finished {spec.task} {spec.method} seed {spec.seed} ({took:.0f} s)")
+        return
+    report["failed"].append(spec)
+    with open(spec.out / "train.log", "rb") as log:
+        log.seek(child.log_from)
+        tail = log.read().decode(errors="replace").strip()[-800:]
+    echo(
+        f"FAILED   {spec.task} {spec.method} seed {spec.seed} "
+        f"(exit {child.process.returncode}); {spec.out / 'train.log'} ends:\n{tail}"
+    )
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """SIGKILL a run's whole process group (its environment workers too) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
+
+
+def _dies_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that makes a child the leader of its own process group (Ctrl-C reaches
+    the runner, which kills the group) and, on Linux, SIGKILLed when this process dies."""
+    parent = os.getpid()
+    prctl = _prctl()  # looked up here: the forked child only calls it
+
+    def setup() -> None:
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (None off Linux, or without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None

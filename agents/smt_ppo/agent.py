@@ -528,6 +528,24 @@ class SMTPPO(AgentBase):
         check_model_fits(cfg.model, observation_space, action_space)
 
     @classmethod
+    def check_run(cls, cfg: TrainConfig, run_dir: Path) -> None:
+        """The data and pretraining ``run_dir`` holds fit ``cfg``
+        (:func:`agents.pretraining.check_pretraining`), and so does its RL resume state (the
+        same RL budget)."""
+        from agents.pipeline import RL_RESUME_FILE
+        from agents.pretraining import check_pretraining
+
+        data_steps = check_pretraining(cfg, run_dir)
+        if data_steps is not None:
+            fix = (
+                f"continue that run with `smt-rl train --resume {run_dir}`, choose another out=, "
+                "or delete the state to start the RL phase over."
+                if (run_dir / "config.yaml").is_file()
+                else "choose another out=, or delete it to start the RL phase over."
+            )
+            read_resume_state(run_dir / RL_RESUME_FILE, cfg.rl_timesteps(data_steps), fix)
+
+    @classmethod
     def from_config(
         cls, cfg: TrainConfig, env_fn: Callable[[], gym.Env], run_dir: Path, progress: bool
     ) -> SMTPPO:

@@ -163,8 +163,13 @@ class LearnerState(Record):
     torch_rng: Tensor
 
 
-def read_resume_state(path: str | os.PathLike, total_timesteps: int) -> dict[str, Any] | None:
-    """The resume state at ``path`` (None when there is none), its loop fields checked.
+def read_resume_state(
+    path: str | os.PathLike,
+    total_timesteps: int,
+    fix: str = "resume with the same config or delete it.",
+) -> dict[str, Any] | None:
+    """The resume state at ``path`` (None when there is none), its loop fields checked; ``fix``
+    ends the message refusing a state of another ``total_timesteps``.
 
     Raises:
         CheckpointError: the file is corrupt or not a resume state, a loop field is missing or of
@@ -177,8 +182,7 @@ def read_resume_state(path: str | os.PathLike, total_timesteps: int) -> dict[str
     if saved["total_timesteps"] != total_timesteps:
         raise CheckpointError(
             f"the RL resume state {path} was written for total_timesteps="
-            f"{saved['total_timesteps']}, this run asks for {total_timesteps}; resume with "
-            "the same config or delete it."
+            f"{saved['total_timesteps']}, this run asks for {total_timesteps}; {fix}"
         )
     return saved
 

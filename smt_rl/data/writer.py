@@ -19,6 +19,7 @@ from smt_rl.data.meta import DatasetMeta
 from smt_rl.errors import DatasetError
 from smt_rl.faults import kill_point
 from smt_rl.io import atomic_write_bytes, atomic_write_json, read_format_json
+from smt_rl.locks import is_lock_file
 from smt_rl.records import check_record
 from smt_rl.spaces import check_space, space_to_dict
 
@@ -71,6 +72,46 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def check_dataset_folder(
+    path: Path,
+    env: Mapping[str, Any],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+) -> dict[str, Any] | None:
+    """Check, reading only, that episodes of this task can go into ``path``: a new or empty folder
+    (the folder lock's files aside), or a dataset of the same task (env id, kwargs, entry point)
+    and spaces. Returns that dataset's ``meta.json`` (None for a new dataset).
+
+    Raises:
+        SpaceError: an unsupported space.
+        DatasetError: ``path`` holds other files, or a dataset of another task or spaces.
+    """
+    check_space(observation_space, "observation_space")
+    check_space(action_space, "action_space")
+    if not (path / META_FILE).exists():
+        if path.exists() and any(not is_lock_file(p) for p in path.iterdir()):
+            raise DatasetError(
+                f"--out {str(path)!r} exists, is not empty and is not a smt_rl dataset; "
+                "choose a new or empty folder."
+            )
+        return None
+    meta = read_meta(path)
+    stored = meta["env"]
+    if stored != dict(env):
+        raise DatasetError(
+            f"dataset {str(path)!r} holds task {stored}; refusing to append episodes of "
+            f"{dict(env)}. Collect into another --out folder (or use the same env id and kwargs)."
+        )
+    for field, space in (("observation_space", observation_space), ("action_space", action_space)):
+        mine = space_to_dict(space)
+        if meta[field] != mine:
+            raise DatasetError(
+                f"dataset {str(path)!r} was collected with {field} {meta[field]}, "
+                f"the environment now has {mine}; collect into another --out folder."
+            )
+    return meta
+
+
 class TrajectoryWriter:
     """Creates a dataset folder, or opens an existing one to append to it.
 
@@ -94,31 +135,22 @@ class TrajectoryWriter:
         observation_space: spaces.Space,
         action_space: spaces.Space,
     ) -> None:
-        check_space(observation_space, "observation_space")
-        check_space(action_space, "action_space")
         self.path = Path(path)
-        obs_desc = space_to_dict(observation_space)
-        act_desc = space_to_dict(action_space)
+        existing = check_dataset_folder(self.path, env, observation_space, action_space)
         #: True when this writer created the dataset (``made_folder``: the folder too).
-        self.created = not (self.path / META_FILE).exists()
+        self.created = existing is None
         self.made_folder = not self.path.exists()
         self._meta_before: bytes | None = None  # meta.json as it was before begin_collection
-        if not self.created:
-            self.meta = read_meta(self.path)
-            self._check_same_task(dict(env), obs_desc, act_desc)
+        if existing is not None:
+            self.meta = existing
             self._remove_unlisted_chunks()
         else:
-            if self.path.exists() and any(self.path.iterdir()):
-                raise DatasetError(
-                    f"--out {str(self.path)!r} exists, is not empty and is not a smt_rl dataset; "
-                    "choose a new or empty folder."
-                )
             self.meta = {
                 "format": FORMAT_NAME,
                 "version": FORMAT_VERSION,
                 "env": dict(env),
-                "observation_space": obs_desc,
-                "action_space": act_desc,
+                "observation_space": space_to_dict(observation_space),
+                "action_space": space_to_dict(action_space),
                 "num_episodes": 0,
                 "num_steps": 0,
                 "chunks": [],
@@ -126,20 +158,6 @@ class TrajectoryWriter:
             }
             (self.path / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.path / META_FILE, self.meta)
-
-    def _check_same_task(self, env: dict[str, Any], obs: dict, act: dict) -> None:
-        stored = self.meta["env"]
-        if stored != env:
-            raise DatasetError(
-                f"dataset {str(self.path)!r} holds task {stored}; refusing to append episodes of "
-                f"{env}. Collect into another --out folder (or use the same env id and kwargs)."
-            )
-        for field, mine in (("observation_space", obs), ("action_space", act)):
-            if self.meta[field] != mine:
-                raise DatasetError(
-                    f"dataset {str(self.path)!r} was collected with {field} {self.meta[field]}, "
-                    f"the environment now has {mine}; collect into another --out folder."
-                )
 
     def _remove_unlisted_chunks(self) -> None:
         listed = {c["name"] for c in self.meta["chunks"]}

@@ -221,13 +221,25 @@ class PretrainResumeState(Record):
         return self
 
 
-def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[str, Any] | None:
+def load_resume_state(
+    run_dir: Path,
+    cfg: PretrainConfig,
+    method: str,
+    world_size: int | None = None,
+    resume_command: str | None = None,
+) -> dict[str, Any] | None:
     """The state a killed run left in ``run_dir``, or None (no state: start from scratch).
+
+    Args:
+        world_size: the processes that will continue it (None: not checked).
+        resume_command: a command that continues the run the state belongs to, offered when the
+            state is another config's (None: none is offered).
 
     Raises:
         CheckpointError: the state is corrupt, of another layout, misses a field or holds one of
-            the wrong type, or was written by another config or method (the run folder then
-            belongs to another run: pick another ``out``, or delete the folder).
+            the wrong type, was written by another config or method (the run folder then
+            belongs to another run: pick another ``out``, or delete the folder), or by another
+            number of processes.
     """
     path = run_dir / RESUME_FILE
     if not path.is_file():
@@ -240,9 +252,15 @@ def load_resume_state(run_dir: Path, cfg: PretrainConfig, method: str) -> dict[s
         )
     check_record(PretrainResumeState, state, path, CheckpointError, RESUME_FIX)
     if state["config"] != _pretrain_identity(cfg) or state["method"] != method:
+        resume = f"resume it with `{resume_command}`, " if resume_command else ""
         raise CheckpointError(
-            f"{run_dir} holds an unfinished run with another config or method; resume it with "
-            f"`smt-rl pretrain --resume {run_dir}`, choose another out=, or delete {path}."
+            f"{run_dir} holds an unfinished run with another config or method; {resume}"
+            f"choose another out=, or delete {path}."
+        )
+    if world_size is not None and state["world_size"] != world_size:
+        raise CheckpointError(
+            f"{path} was written by {state['world_size']} process(es); resume it with as many "
+            f"(torchrun --nproc_per_node=...), not {world_size}."
         )
     return state
 
@@ -269,12 +287,7 @@ class Pretraining:
     ) -> None:
         self.cfg, self.dataset, self.run_dir, self.method = cfg, dataset, run_dir, method
         self.ctx, self.probe, self.progress = ctx, probe, progress
-        self.resume = load_resume_state(run_dir, cfg, method)
-        if self.resume is not None and self.resume["world_size"] != ctx.world_size:
-            raise CheckpointError(
-                f"{run_dir / RESUME_FILE} was written by {self.resume['world_size']} process(es); "
-                f"resume it with as many (torchrun --nproc_per_node=...), not {ctx.world_size}."
-            )
+        self.resume = load_resume_state(run_dir, cfg, method, ctx.world_size)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.data.val_fraction, cfg.seed)
