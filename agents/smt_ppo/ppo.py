@@ -88,9 +88,10 @@ def ppo_update(
             entropy = dist.entropy().mean()
             loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
             if not torch.isfinite(loss):
+                terms = [float(t.detach()) for t in (loss, policy_loss, value_loss)]
                 raise NonFiniteError(
-                    f"PPO update{where}: the loss is {float(loss):.4g} (policy "
-                    f"{float(policy_loss):.4g}, value {float(value_loss):.4g}); the run stops "
+                    f"PPO update{where}: the loss is {terms[0]:.4g} (policy {terms[1]:.4g}, "
+                    f"value {terms[2]:.4g}); the run stops "
                     "before the heads turn to NaN. Lower ppo.lr or look for extreme rewards."
                 )
             optimizer.zero_grad(set_to_none=True)

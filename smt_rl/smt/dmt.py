@@ -89,7 +89,7 @@ def _check_finite(loss: torch.Tensor, what: str, lr_key: str) -> None:
     """Stop with a NonFiniteError before a NaN or infinite loss reaches the weights."""
     if not torch.isfinite(loss):
         raise NonFiniteError(
-            f"{what}: the loss is {float(loss):.4g}; the run stops before the weights turn to "
+            f"{what}: the loss is {float(loss.detach()):.4g}; the run stops before the weights turn to "
             f"NaN. Lower {lr_key} or look for extreme values in the data."
         )
 
