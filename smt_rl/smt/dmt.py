@@ -89,8 +89,8 @@ def _check_finite(loss: torch.Tensor, what: str, lr_key: str) -> None:
     """Stop with a NonFiniteError before a NaN or infinite loss reaches the weights."""
     if not torch.isfinite(loss):
         raise NonFiniteError(
-            f"{what}: the loss is {float(loss.detach()):.4g}; the run stops before the weights turn to "
-            f"NaN. Lower {lr_key} or look for extreme values in the data."
+            f"{what}: the loss is {float(loss.detach()):.4g}; the run stops before the weights "
+            f"turn to NaN. Lower {lr_key} or look for extreme values in the data."
         )
 
 
