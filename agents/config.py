@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, create_model
 
 from agents.registry import ALGORITHMS
-from agents.smt_ppo.config import OnlineTeacherConfig, OnPolicyDMTConfig, PPOConfig
+from agents.smt_ppo.config import OnlineSMTConfig, OnPolicyDMTConfig, PPOConfig
 from smt_rl.config import ConfigModel, Count
 from smt_rl.smt.config import PretrainConfig
 
@@ -17,7 +17,7 @@ __all__ = [
     "Algo",
     "EvalConfig",
     "OnPolicyDMTConfig",
-    "OnlineTeacherConfig",
+    "OnlineSMTConfig",
     "PPOConfig",
     "TrainConfig",
 ]

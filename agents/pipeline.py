@@ -221,6 +221,11 @@ def pretrain(
         The run's summary (also in ``RUN_DIR/summary.json``).
     """
     cfg = _pretrain_config(config, overrides)
+    if cfg.data.path is None and cfg.data.episodes == 0:
+        raise ConfigError(
+            "data.episodes=0 and data.path=null: pretraining has no data to learn from; collect "
+            "some (data.episodes=2000) or point data.path to a dataset."
+        )
     run_dir = Path(cfg.out)
     # a missing or foreign dataset fails before anything is written; so does a task that cannot
     # be built (bad env.id / env.kwargs, unsupported spaces) when the data is still to collect

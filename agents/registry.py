@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 
 from agents.baselines.config import GRUPPOConfig, RecurrentPPOConfig, SB3PPOConfig
-from agents.smt_ppo.config import OnlineTeacherConfig, OnPolicyDMTConfig, PPOConfig
+from agents.smt_ppo.config import OnlineSMTConfig, OnPolicyDMTConfig, PPOConfig
 from smt_rl.config import ConfigModel
 from smt_rl.errors import ConfigError
 
@@ -35,7 +35,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         {
             "ppo": PPOConfig,
             "onpolicy_dmt": OnPolicyDMTConfig,
-            "online_teacher": OnlineTeacherConfig,
+            "online_smt": OnlineSMTConfig,
         },
         "this project's agent: SMT-pretrained memory, PPO x on-policy DMT, no BPTT",
     ),

@@ -8,7 +8,7 @@ Variants (each a full ``smt-rl train`` run with the same seed, budget and datase
 - ``no_dmt``: SMT only, no DMT at all (neither offline nor on-policy);
 - ``dmt_alone``: no SMT pretraining; the teacher learns online from the agent's episodes and the
   memory only by on-policy DMT (``smt.updates=0 offline_dmt.updates=0
-  online_teacher.enabled=true``);
+  online_smt.enabled=true``);
 - ``random_memory``: an untrained memory cell, frozen (the floor: what PPO gets from a random
   recurrent feature map plus the current step's embedding).
 
@@ -34,7 +34,7 @@ VARIANTS: dict[str, list[str]] = {
     "full": [],
     "frozen_memory": ["onpolicy_dmt.enabled=false"],
     "no_dmt": ["onpolicy_dmt.enabled=false", "offline_dmt.updates=0"],
-    "dmt_alone": ["smt.updates=0", "offline_dmt.updates=0", "online_teacher.enabled=true"],
+    "dmt_alone": ["smt.updates=0", "offline_dmt.updates=0", "online_smt.enabled=true"],
     "random_memory": ["smt.updates=0", "offline_dmt.updates=0", "onpolicy_dmt.enabled=false"],
 }
 KEYS = ("eval/success_rate", "eval/return_mean", "eval/return_std", "env_steps", "wall_s")

@@ -50,14 +50,23 @@ RENAMED = {
     "dmt.batch_size": "onpolicy_dmt.batch_size",
     "dmt.replay_size": "onpolicy_dmt.replay_size",
     "dmt.anchor_coef": "onpolicy_dmt.anchor_coef",
-    "dmt.teacher": "online_teacher.enabled",
-    "dmt.teacher_lr": "online_teacher.lr",
-    "dmt.teacher_updates_per_rollout": "online_teacher.updates_per_rollout",
-    "dmt.teacher_batch_episodes": "online_teacher.batch_episodes",
-    "dmt.teacher_buffer_episodes": "online_teacher.buffer_episodes",
-    "dmt": "onpolicy_dmt",  # the old section itself, after its keys
+    "dmt.teacher": "online_smt.enabled",
+    "dmt.teacher_lr": "online_smt.lr",
+    "dmt.teacher_batch_episodes": "online_smt.batch_size",
+    "dmt.teacher_buffer_episodes": "online_smt.capacity_episodes",
+    "online_teacher.enabled": "online_smt.enabled",
+    "online_teacher.lr": "online_smt.lr",
+    "online_teacher.batch_episodes": "online_smt.batch_size",
+    "online_teacher.buffer_episodes": "online_smt.capacity_episodes",
+    "dmt": "onpolicy_dmt",  # the old sections themselves, after their keys
+    "online_teacher": "online_smt",
 }
 RENAMED_VALUES = {"dmt.teacher": {"continued": True, "frozen": False}}  # old value -> new value
+# keys that are gone, with what to use instead: a user's is refused, a stored one dropped
+REMOVED = {
+    "dmt.teacher_updates_per_rollout": "online_smt.updates_per_step (SMT updates per env step)",
+    "online_teacher.updates_per_rollout": "online_smt.updates_per_step (SMT updates per env step)",
+}
 
 
 class ConfigModel(BaseModel):
@@ -149,7 +158,10 @@ def _lookup(data: Any, parts: Sequence[str]) -> Any:
 
 
 def _refuse_renamed(data: Mapping) -> None:
-    """ConfigError giving the new name of the first renamed key that ``data`` still uses."""
+    """ConfigError giving the new name of the first renamed (or removed) key ``data`` uses."""
+    for old, instead in REMOVED.items():
+        if _lookup(data, old.split(".")) is not ...:
+            raise ConfigError(f"{old} is gone; use {instead} (see --list-keys)")
     for old, new in RENAMED.items():
         if _lookup(data, old.split(".")) is not ...:
             values = RENAMED_VALUES.get(old, {}).items()
@@ -158,9 +170,14 @@ def _refuse_renamed(data: Mapping) -> None:
 
 
 def migrate_renamed(data: Mapping) -> dict[str, Any]:
-    """A copy of ``data`` (a config stored by an earlier version) with its renamed keys moved to
-    their new place; a value already at the new key wins."""
+    """A copy of ``data`` (a config stored by an earlier version) with its removed keys dropped and
+    its renamed keys moved to their new place; a value already at the new key wins."""
     data = copy.deepcopy(dict(data))
+    for old in REMOVED:
+        *head, last = old.split(".")
+        parent = _lookup(data, head)
+        if isinstance(parent, dict):
+            parent.pop(last, None)
     for old, new in RENAMED.items():
         *head, last = old.split(".")
         parent = _lookup(data, head)

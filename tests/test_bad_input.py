@@ -634,11 +634,14 @@ def _with_old_key_names(spec: dict) -> None:
     config = spec["config"]
     offline = config.pop("offline_dmt")
     config["smt"].update({f"dmt_{k}": v for k, v in offline.items()})
-    teacher = config.pop("online_teacher")
+    online = config.pop("online_smt")
     config["dmt"] = {
         **config.pop("onpolicy_dmt"),
-        **{f"teacher_{k}": v for k, v in teacher.items() if k != "enabled"},
-        "teacher": "continued" if teacher["enabled"] else "frozen",
+        "teacher_lr": online["lr"],
+        "teacher_updates_per_rollout": 4,  # gone since: dropped when read
+        "teacher_batch_episodes": online["batch_size"],
+        "teacher_buffer_episodes": online["capacity_episodes"],
+        "teacher": "continued" if online["enabled"] else "frozen",
     }
 
 
@@ -652,7 +655,7 @@ def test_checkpoints_of_earlier_versions_load_with_their_renamed_keys(kind, tmp_
         if hasattr(agent, "cfg"):
             assert agent.cfg.offline_dmt.updates == TrainConfig().offline_dmt.updates
             assert agent.cfg.onpolicy_dmt == TrainConfig().onpolicy_dmt
-            assert not agent.cfg.online_teacher.enabled
+            assert agent.cfg.online_smt == TrainConfig().online_smt
 
 
 # ---------------------------------------------------------------------- no code from files

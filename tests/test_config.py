@@ -299,8 +299,10 @@ def test_assignment_is_checked():
     [
         ("smt.dmt_updates=5", "smt.dmt_updates was renamed offline_dmt.updates"),
         ("smt.dmt_lr=1e-3", "smt.dmt_lr was renamed offline_dmt.lr"),
-        ("dmt.teacher=continued", "dmt.teacher: continued is now online_teacher.enabled: true"),
-        ("dmt.teacher_lr=1e-3", "dmt.teacher_lr was renamed online_teacher.lr"),
+        ("dmt.teacher=continued", "dmt.teacher: continued is now online_smt.enabled: true"),
+        ("dmt.teacher_lr=1e-3", "dmt.teacher_lr was renamed online_smt.lr"),
+        ("online_teacher.enabled=true", "online_teacher.enabled was renamed online_smt.enabled"),
+        ("online_teacher.updates_per_rollout=4", "is gone; use online_smt.updates_per_step"),
         ("dmt.enabled=false", "dmt.enabled was renamed onpolicy_dmt.enabled"),
         ("dmt={anchor_coef: 0}", "dmt.anchor_coef was renamed onpolicy_dmt.anchor_coef"),
         ("dmt={}", "dmt was renamed onpolicy_dmt"),
@@ -318,17 +320,29 @@ def test_renamed_keys_give_the_new_name(override, expected, tmp_path):
 
 def test_stored_configs_with_renamed_keys_migrate():
     old = config_to_dict(TrainConfig())
-    for section in ("offline_dmt", "onpolicy_dmt", "online_teacher"):
+    for section in ("offline_dmt", "onpolicy_dmt", "online_smt"):
         del old[section]
     old["smt"].update(dmt_updates=7, dmt_lr=0.5, dmt_revert_if_worse=False)
-    old["dmt"] = {"enabled": False, "lr": 0.25, "teacher": "continued", "teacher_lr": 0.125}
+    old["dmt"] = {
+        "enabled": False,
+        "lr": 0.25,
+        "teacher": "continued",
+        "teacher_lr": 0.125,
+        "teacher_updates_per_rollout": 8,  # a key that is gone: dropped
+    }
     cfg = config_from_dict(TrainConfig, old, migrate=True)
     assert cfg.offline_dmt.model_dump() == {"updates": 7, "lr": 0.5, "revert_if_worse": False}
     assert not cfg.onpolicy_dmt.enabled and cfg.onpolicy_dmt.lr == 0.25
-    assert cfg.online_teacher.enabled and cfg.online_teacher.lr == 0.125
+    assert cfg.online_smt.enabled and cfg.online_smt.lr == 0.125
+    assert cfg.online_smt.updates_per_step == TrainConfig().online_smt.updates_per_step
     old["dmt"]["teacher"] = "frozen"
-    assert not config_from_dict(TrainConfig, old, migrate=True).online_teacher.enabled
-    with pytest.raises(ConfigError, match="renamed"):
+    assert not config_from_dict(TrainConfig, old, migrate=True).online_smt.enabled
+    # the section of this session's earlier versions
+    older = config_to_dict(TrainConfig())
+    older["online_teacher"] = older.pop("online_smt")
+    older["online_teacher"] = {"enabled": True, "lr": 0.5, "updates_per_rollout": 4}
+    assert config_from_dict(TrainConfig, older, migrate=True).online_smt.lr == 0.5
+    with pytest.raises(ConfigError, match=r"renamed|is gone"):
         config_from_dict(TrainConfig, old)  # typed by a user: refused
 
 
@@ -399,7 +413,7 @@ def _all_keys(cls: type[ConfigModel], prefix: str = "") -> list[str]:
 def test_list_keys_of_train_and_pretrain():
     train_keys = _listed_keys("train")
     assert train_keys == _all_keys(TrainConfig)
-    assert {"onpolicy_dmt.lr", "online_teacher.enabled", "offline_dmt.updates"} <= set(train_keys)
+    assert {"onpolicy_dmt.lr", "online_smt.enabled", "offline_dmt.updates"} <= set(train_keys)
     assert "smt.dmt_updates" not in train_keys and "dmt" not in train_keys
     pretrain_keys = _listed_keys("pretrain")
     assert pretrain_keys == _all_keys(PretrainConfig)  # exactly the keys pretrain accepts

@@ -58,14 +58,29 @@ KILLS = [
     ("write.before_rename", 19),  # the last write: summary.json, not yet renamed
 ]
 NOISY = {"wall_s", "time/wall_s", "time/steps_per_s"}  # the only keys allowed to differ
+# online SMT on: the agent's episodes go to RUN_DIR/experience, capacity small enough to evict
+ONLINE = [
+    "online_smt.enabled=true",
+    "online_smt.min_episodes=4",
+    "online_smt.updates_per_step=0.02",
+    "online_smt.batch_size=4",
+    "online_smt.capacity_episodes=60",
+]
+ONLINE_KILLS = [
+    ("rl.rollout", 5),  # two rollouts after the first RL resume state
+    ("data.chunk", 5),  # an experience chunk in place, not yet listed
+    ("resume.saved", 6),  # right after the second RL resume state (chunks evicted at it)
+]
 
 
-def _train(out: Path, kill: str | None = None) -> subprocess.CompletedProcess:
+def _train(
+    out: Path, kill: str | None = None, extra: list[str] = ()
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("SMT_RL_KILL_AT", None)
     if kill:
         env["SMT_RL_KILL_AT"] = kill
-    command = [sys.executable, "-m", "agents", "train", "configs/tmaze.yaml", *TINY]
+    command = [sys.executable, "-m", "agents", "train", "configs/tmaze.yaml", *TINY, *extra]
     command += [f"out={out}", "--no-progress"]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -83,8 +98,10 @@ def _record(run: Path) -> dict:
         record[name] = [clean(line) for line in read_lines(run / name)]
     for name in ("checkpoint/model.safetensors", "pretrain/checkpoint/model.safetensors"):
         record[name] = {k: v.numpy().tobytes() for k, v in load_file(run / name).items()}
-    meta = json.loads((run / "data" / "meta.json").read_text())
-    record["data"] = [c["lengths"] for c in meta["chunks"]], meta["num_steps"]
+    for name in ("data", "experience"):
+        if (run / name).exists():
+            meta = json.loads((run / name / "meta.json").read_text())
+            record[name] = [(c["name"], c["lengths"]) for c in meta["chunks"]], meta["num_steps"]
     return record
 
 
@@ -116,6 +133,29 @@ def test_killed_at_a_point_then_restarted_ends_like_an_uninterrupted_run(
     again = _train(out)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _record(out) == reference
+    assert _leftovers(out) == []
+
+
+@pytest.fixture(scope="module")
+def online_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("online") / "run"
+    done = _train(out, extra=ONLINE)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return _record(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("point", "nth"), ONLINE_KILLS, ids=[f"{p}:{n}" for p, n in ONLINE_KILLS])
+def test_killed_with_online_smt_then_restarted_ends_like_an_uninterrupted_run(
+    point, nth, online_reference, tmp_path
+):
+    """The experience on disk (chunks appended and evicted) comes back as it was too."""
+    out = tmp_path / "run"
+    killed = _train(out, f"{point}:{nth}", ONLINE)
+    assert killed.returncode == -9, f"{point}:{nth} was not reached: {killed.stderr[-2000:]}"
+    again = _train(out, extra=ONLINE)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _record(out) == online_reference
     assert _leftovers(out) == []
 
 

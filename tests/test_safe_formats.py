@@ -126,10 +126,21 @@ def _agent_config(**sections) -> TrainConfig:
     return config_from_dict(TrainConfig, {**data, "model": TINY, **sections})
 
 
-def _agent(**sections) -> SMTPPO:
+def _agent(experience_dir: Path | None = None, **sections) -> SMTPPO:
     """An SMT agent on a tiny untrained model, learning on ``_Env``."""
     model = SMTModel(ModelConfig(**TINY), OBS, ACT)
-    return SMTPPO(model, _agent_config(**sections), env_fn=_Env, device="cpu")
+    config = _agent_config(**sections)
+    return SMTPPO(model, config, env_fn=_Env, device="cpu", experience_dir=experience_dir)
+
+
+ONLINE = {"enabled": True, "min_episodes": 1, "updates_per_step": 0.1}  # every RL field set
+
+
+def _online_agent(folder: Path, rl_state: Path) -> SMTPPO:
+    """An agent with online SMT whose experience is ``folder/experience``: a copy of the one the
+    ``rl_state`` fixture saved beside its state, so that each test resumes from its own."""
+    shutil.copytree(rl_state.parent / "experience.saved", folder / "experience")
+    return _agent(experience_dir=folder / "experience", online_smt=ONLINE)
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +156,13 @@ def data(dataset, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def rl_state(tmp_path_factory) -> Path:
-    """An RL resume state as the PPO x DMT loop writes it (online teacher on: every field set)."""
+    """An RL resume state as the PPO x DMT loop writes it (online SMT on: every field set)."""
     path = tmp_path_factory.mktemp("rl") / "rl_state.pt"
-    _agent(online_teacher={"enabled": True}).learn(64, False, resume_path=path, resume_every=1)
+    experience = path.parent / "experience"
+    _agent(experience_dir=experience, online_smt=ONLINE).learn(
+        64, False, resume_path=path, resume_every=1
+    )
+    shutil.copytree(experience, path.parent / "experience.saved")
     assert path.is_file()
     return path
 
@@ -429,7 +444,7 @@ BAD_META = {  # damage(data) -> file it must name; the message must name the fie
     ),
     "chunk name leaves the folder": (
         _meta_edit(_set("chunks", 1, "name", "../../elsewhere")),
-        r"chunks\[1\]\.name must be 'chunk-000001', not '\.\./\.\./elsewhere'",
+        r"chunks\[1\]\.name must be a chunk name after 'chunk-000000' .*not '\.\./\.\./elsewhere'",
     ),
     "success not a bool": (
         _meta_edit(_set("chunks", 0, "successes", [1, 0])),
@@ -659,9 +674,13 @@ BAD_RL_STATES = {  # edit -> message; read by the agent resuming from it
         _set("dmt", "replay", "next", "3"),
         r"dmt\.replay\.next must be a valid integer",
     ),
-    "teacher episodes not pairs": (
-        _set("teacher", "buffer", "episodes", [1]),
-        r"teacher\.buffer\.episodes\[0\] must be a valid tuple",
+    "online SMT debt as text": (
+        _set("online_smt", "owed", "x"),
+        r"online_smt\.owed must be a valid number",
+    ),
+    "experience window not counts": (
+        _set("experience", "window", ["a"]),
+        r"experience\.window\[0\] must be a valid integer",
     ),
     "a weight of another shape": (
         lambda s: s["modules"].update({"policy.critic.0.bias": torch.zeros(7)}),
@@ -682,13 +701,13 @@ def test_malformed_rl_resume_state_is_refused(case, rl_state, tmp_path):
     path = tmp_path / "rl_state.pt"
     save_tree(path, state)
     with pytest.raises(CheckpointError, match=_names(path) + ".*" + message):
-        _agent(online_teacher={"enabled": True}).learn(64, False, resume_path=path)
+        _online_agent(tmp_path, rl_state).learn(64, False, resume_path=path)
 
 
-def test_the_rl_resume_state_reads_back_and_resumes(rl_state):
+def test_the_rl_resume_state_reads_back_and_resumes(rl_state, tmp_path):
     """The undamaged state the tests above damage is read and resumed from."""
     assert _resumed_timesteps(rl_state) == 48
-    agent = _agent(online_teacher={"enabled": True}).learn(64, False, resume_path=rl_state)
+    agent = _online_agent(tmp_path, rl_state).learn(64, False, resume_path=rl_state)
     assert agent.num_timesteps == 64
 
 

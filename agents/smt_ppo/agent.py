@@ -5,13 +5,15 @@ actor and critic read ``[sg(m_t), sg(x_t)]``. Each rollout stores the memory the
 so PPO trains on shuffled single steps. After each rollout the teacher labels every visited step
 (seeing each environment's episode back to the start of its window, across rollout boundaries),
 and the memory cell learns ``f(sg(m^s_{t-1}), x_t) -> m*_t`` on a replay of recent on-policy steps
-(DAgger). The teacher is frozen, or (``online_teacher.enabled``) keeps learning its predictive
-loss on the agent's finished episodes.
+(DAgger). With ``online_smt.enabled`` the teacher, the decoder and the memory module also keep
+learning the SMT loss on the agent's finished episodes (``RUN_DIR/experience``) mixed with the
+logged data; without any logged data that is how the memory learns at all.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -40,7 +42,9 @@ from agents.smt_ppo.loop import (
 from agents.smt_ppo.ppo import anneal_lr, gae, ppo_update
 from smt_rl.checkpoint import CheckpointError, resume_state_fits
 from smt_rl.checks import check_finite
+from smt_rl.data.dataset import TrajectoryDataset
 from smt_rl.data.episodes import EpisodeAssembler
+from smt_rl.data.experience import ExperienceStore
 from smt_rl.data.vector import (
     done_mask,
     final_observations,
@@ -48,14 +52,16 @@ from smt_rl.data.vector import (
     make_vector_env,
     step_actions,
 )
+from smt_rl.data.writer import env_description
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
 from smt_rl.faults import kill_point
 from smt_rl.memory import MemoryRunner, MemoryState
 from smt_rl.models.step_encoder import STEP_INPUT_KEYS
 from smt_rl.records import check_record
-from smt_rl.smt.dmt import OnlineTeacher, OnPolicyDMT, VisitedHistories
+from smt_rl.smt.dmt import OnPolicyDMT, VisitedHistories
 from smt_rl.smt.model import SMTModel, check_model_fits
+from smt_rl.smt.online import OnlineSMT
 from smt_rl.spaces import (
     batch_size,
     batch_to_tensor,
@@ -89,12 +95,14 @@ class SMTPPO(AgentBase):
 
     Args:
         model: the SMT model (its step encoder stays frozen, its teacher too unless
-            ``online_teacher.enabled``; on-policy DMT trains its cell).
-        cfg: the train config (``ppo``, ``onpolicy_dmt``, ``online_teacher``, ``env.num_envs``,
+            ``online_smt.enabled``; on-policy DMT trains its cell).
+        cfg: the train config (``ppo``, ``onpolicy_dmt``, ``online_smt``, ``env.*``, ``smt``,
             ``seed`` are read).
         env_fn: builds one environment; needed by :meth:`learn`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         policy: actor/critic heads (new ones when None).
+        logged: the logged dataset online SMT mixes in (None: experience only).
+        experience_dir: where online SMT keeps the agent's episodes (None: a temporary folder).
     """
 
     kind = "smt_ppo_agent"
@@ -108,6 +116,8 @@ class SMTPPO(AgentBase):
         env_fn: Callable[[], gym.Env] | None = None,
         device: str | torch.device = "auto",
         policy: ActorCritic | None = None,
+        logged: TrajectoryDataset | None = None,
+        experience_dir: str | os.PathLike | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.cfg, self.env_fn = cfg, env_fn
@@ -123,7 +133,7 @@ class SMTPPO(AgentBase):
             self.device
         )
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.ppo.lr, eps=1e-5)
-        dmt, teacher = cfg.onpolicy_dmt, cfg.online_teacher
+        dmt = cfg.onpolicy_dmt
         self.dmt = OnPolicyDMT(
             model,
             optimizer=dmt.optimizer,
@@ -134,18 +144,10 @@ class SMTPPO(AgentBase):
             anchor_coef=dmt.anchor_coef,
         )
         self.histories = VisitedHistories(model.cfg.context - 1)
-        self.online_teacher = (
-            OnlineTeacher(
-                model,
-                cfg.smt,
-                teacher.lr,
-                teacher.batch_episodes,
-                teacher.buffer_episodes,
-            )
-            if teacher.enabled
-            else None
-        )
-        self.episodes = EpisodeAssembler(cfg.env.num_envs) if self.online_teacher else None
+        self.logged, self.experience_dir = logged, experience_dir
+        self.online: OnlineSMT | None = None  # built by learn() when online_smt.enabled
+        self.experience: ExperienceStore | None = None
+        self.episodes = EpisodeAssembler(cfg.env.num_envs) if cfg.online_smt.enabled else None
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.num_timesteps = 0
         self.logger: Callable[[int, dict[str, float]], None] | None = None
@@ -247,6 +249,7 @@ class SMTPPO(AgentBase):
         cfg = self.cfg
         every = cfg.ppo.resume_every if resume_every is None else resume_every
         envs = self._make_envs()
+        self._start_online_smt(resumable=resume_path is not None and every > 0)
         bar = tqdm(total=total_timesteps, disable=not progress_bar, desc="train", unit="step")
         try:
             loop = self._start_loop(envs, total_timesteps, resume_path)
@@ -261,8 +264,8 @@ class SMTPPO(AgentBase):
                 history = self.histories.extend(rollout.select(*STEP_INPUT_KEYS))
                 if cfg.onpolicy_dmt.enabled:
                     metrics.update(self.dmt.update(rollout, history, self.generator))
-                if self.online_teacher is not None:
-                    metrics.update(self._teacher_update(rollout))
+                if self.online is not None:
+                    metrics.update(self._online_smt_update(rollout))
                 metrics.update(loop.stats.metrics())
                 metrics["ppo/lr"] = self.policy_opt.param_groups[0]["lr"]
                 elapsed = time.perf_counter() - started
@@ -458,12 +461,42 @@ class SMTPPO(AgentBase):
         where = f" at env step {self.num_timesteps}"
         return ppo_update(self.policy, self.policy_opt, steps, ppo, self.generator, where)
 
-    def _teacher_update(self, rollout: TensorDict) -> dict[str, float]:
-        """Hand the episodes that ended to the continued teacher, then update it."""
-        for episode in self.episodes.add(rollout.select(*DATASET_KEYS).cpu()):
-            self.online_teacher.buffer.add(episode)
-        updates = self.cfg.online_teacher.updates_per_rollout
-        return self.online_teacher.update(updates, self.generator, self.device)
+    def _start_online_smt(self, resumable: bool) -> None:
+        """Online SMT and the experience store it learns from (``online_smt.enabled``)."""
+        if self.episodes is None or self.online is not None:
+            return
+        cfg, online = self.cfg, self.cfg.online_smt
+        folder = self.experience_dir
+        if folder is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="smt_rl_experience_")
+            folder = Path(self._temporary.name) / "experience"
+        env = env_description(cfg.env.id, cfg.env.kwargs, cfg.env.entry_point)
+        self.experience = ExperienceStore(
+            folder,
+            env,
+            self.observation_space,
+            self.action_space,
+            online.capacity_episodes,
+            evict_on_save=resumable,
+        )
+        self.online = OnlineSMT(
+            self.model,
+            cfg.smt,
+            self.experience,
+            self.logged,
+            lr=online.lr,
+            batch_size=online.batch_size,
+            updates_per_step=online.updates_per_step,
+            logged_fraction=online.logged_fraction,
+            min_episodes=online.min_episodes,
+            generator=self.generator,
+            device=self.device,
+        )
+
+    def _online_smt_update(self, rollout: TensorDict) -> dict[str, float]:
+        """Store the episodes that ended in the rollout, then the SMT updates it earned."""
+        self.experience.add(self.episodes.add(rollout.select(*DATASET_KEYS).cpu()))
+        return self.online.update(rollout.numel())
 
     # ------------------------------------------------------------------ resuming
     def _learner_state(self, total_timesteps: int) -> dict[str, Any]:
@@ -475,7 +508,8 @@ class SMTPPO(AgentBase):
             "policy_opt": self.policy_opt.state_dict(),
             "dmt": self.dmt.state_dict(),
             "histories": self.histories.state_dict(),
-            "teacher": None if self.online_teacher is None else self.online_teacher.state_dict(),
+            "online_smt": None if self.online is None else self.online.state_dict(),
+            "experience": None if self.experience is None else self.experience.state_dict(),
             "episodes": None if self.episodes is None else self.episodes.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -494,8 +528,9 @@ class SMTPPO(AgentBase):
             self.policy_opt.load_state_dict(saved["policy_opt"])
             self.dmt.load_state_dict(saved["dmt"], self.device)
             self.histories.load_state_dict(saved["histories"], self.device)
-            if self.online_teacher is not None and saved["teacher"] is not None:
-                self.online_teacher.load_state_dict(saved["teacher"])
+            if self.online is not None and saved["online_smt"] is not None:
+                self.online.load_state_dict(saved["online_smt"])
+                self.experience.load_state_dict(saved["experience"])
                 self.episodes.load_state_dict(saved["episodes"])
             self.generator.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
@@ -553,8 +588,13 @@ class SMTPPO(AgentBase):
         a finished pretraining with the same settings is there already)."""
         from agents.pretraining import pretrained_model
 
-        model, data_steps, figures = pretrained_model(cfg, run_dir, progress)
+        env = env_fn()
+        spaces_ = env.observation_space, env.action_space
+        env.close()
+        model, logged, figures = pretrained_model(cfg, run_dir, progress, *spaces_)
         torch.manual_seed(cfg.seed)  # the heads start the same, pretrained now or reused
-        agent = cls(model, cfg, env_fn, cfg.device)
-        agent.data_steps, agent.summary = data_steps, figures
+        experience = run_dir / "experience"
+        agent = cls(model, cfg, env_fn, cfg.device, logged=logged, experience_dir=experience)
+        agent.data_steps = 0 if logged is None else logged.num_steps
+        agent.summary = figures
         return agent

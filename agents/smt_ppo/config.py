@@ -56,13 +56,19 @@ class OnPolicyDMTConfig(ConfigModel):
     )
 
 
-class OnlineTeacherConfig(ConfigModel):
-    """The teacher and decoder keep learning their predictive loss on the agent's finished
-    episodes during RL (the step encoder stays frozen). With ``smt.updates=0
-    offline_dmt.updates=0`` the memory is trained by DMT alone, without SMT pretraining."""
+class OnlineSMTConfig(ConfigModel):
+    """SMT during RL: the teacher, decoder and memory module keep learning the full SMT loss on
+    the agent's finished episodes (kept on disk in RUN_DIR/experience) mixed with the logged data,
+    a few updates per environment step. Needed when there is no logged data (data.episodes=0)."""
 
-    enabled: bool = Field(False, description="keep training the teacher during RL (else frozen)")
-    lr: NonNegative = Field(1e-4, description="AdamW learning rate of the teacher")
-    updates_per_rollout: NonNegativeInt = Field(4, description="teacher updates after each rollout")
-    batch_episodes: Count = Field(16, description="finished episodes per teacher update")
-    buffer_episodes: Count = Field(512, description="finished on-policy episodes kept")
+    enabled: bool = Field(False, description="train the SMT model on the agent's experience")
+    updates_per_step: NonNegative = Field(
+        0.01, description="SMT updates per environment step (all environments counted)"
+    )
+    batch_size: Count = Field(16, description="windows per online SMT update")
+    lr: NonNegative = Field(3e-4, description="AdamW learning rate (constant)")
+    logged_fraction: Fraction = Field(
+        0.5, description="share of each batch drawn from the logged data (the rest: experience)"
+    )
+    capacity_episodes: Count = Field(2000, description="finished episodes kept for sampling")
+    min_episodes: Count = Field(16, description="finished episodes before the first update")

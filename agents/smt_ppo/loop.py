@@ -121,18 +121,29 @@ class HistoriesState(Record):
     valid: Tensor | None
 
 
-class EpisodeBufferState(Record):
-    """The online teacher's episodes (``EpisodeBuffer.state_dict``): ``(steps, batch size)``."""
+class RunnerState(Record):
+    """A phase runner's state (``PhaseRunner.state_dict``)."""
 
-    episodes: list[tuple[dict[str, Any], list[NonNegativeInt]]]
-    next: NonNegativeInt
-
-
-class TeacherState(Record):
-    """The online teacher's state (``OnlineTeacher.state_dict``)."""
-
+    update: NonNegativeInt
     optimizer: OptimizerState
-    buffer: EpisodeBufferState
+    sums: dict[str, float]
+    count: NonNegativeInt
+    last: dict[str, float]
+
+
+class OnlineSMTState(Record):
+    """Online SMT's state (``OnlineSMT.state_dict``)."""
+
+    runner: RunnerState
+    owed: float
+    reward_scale: Tensor
+
+
+class ExperienceState(Record):
+    """The experience store's state (``ExperienceStore.state_dict``)."""
+
+    chunks: NonNegativeInt
+    window: list[NonNegativeInt]
 
 
 class PieceState(Record):
@@ -157,7 +168,8 @@ class LearnerState(Record):
     policy_opt: OptimizerState
     dmt: DMTState
     histories: HistoriesState
-    teacher: TeacherState | None
+    online_smt: OnlineSMTState | None
+    experience: ExperienceState | None
     episodes: AssemblerState | None
     generator: Tensor
     torch_rng: Tensor

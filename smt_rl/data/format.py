@@ -72,3 +72,11 @@ def _space_layout(space: spaces.Space) -> StoredTensor | Layout:
 def chunk_name(index: int) -> str:
     """Folder name of the ``index``-th chunk."""
     return f"chunk-{index:06d}"
+
+
+def chunk_index(name: str) -> int | None:
+    """The index in a chunk's folder name (None when it is not one)."""
+    prefix, _, digits = name.partition("-")
+    if prefix != "chunk" or len(digits) != 6 or not digits.isdigit():
+        return None
+    return int(digits)

@@ -1,8 +1,9 @@
 """The declared structure of a dataset's ``meta.json``, checked whenever a dataset is opened.
 
 Fields and types (the writer's output), then consistency: each chunk's lengths, returns and
-successes list one entry per episode and its lengths sum to its steps, chunks are named in order
-(``chunk-000000``, ...), and the totals are the sums over the chunks.
+successes list one entry per episode and its lengths sum to its steps, chunks are named in
+increasing order (``chunk-000000``, ...; a dataset bounded by a capacity drops its oldest), and
+the totals are the sums over the chunks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from smt_rl.data.format import chunk_name
+from smt_rl.data.format import chunk_index, chunk_name
 from smt_rl.records import NonNegativeInt, PositiveInt, Record, SpaceDescription
 
 
@@ -70,10 +71,17 @@ class DatasetMeta(Record, extra="forbid"):
 
     @model_validator(mode="after")
     def _chunks_add_up(self) -> DatasetMeta:
-        """Chunks are named in order; the totals are their sums."""
+        """Chunks are named ``chunk-NNNNNN`` with increasing numbers (a dataset bounded by a
+        capacity drops its oldest ones); the totals are their sums."""
+        previous = -1
         for i, chunk in enumerate(self.chunks):
-            if chunk.name != chunk_name(i):
-                raise ValueError(f"chunks[{i}].name must be {chunk_name(i)!r}, not {chunk.name!r}")
+            index = chunk_index(chunk.name)
+            if index is None or index <= previous:
+                raise ValueError(
+                    f"chunks[{i}].name must be a chunk name after {chunk_name(previous)!r} "
+                    f"(chunk-NNNNNN, numbers increasing), not {chunk.name!r}"
+                )
+            previous = index
         episodes = sum(c.episodes for c in self.chunks)
         steps = sum(c.steps for c in self.chunks)
         if (self.num_episodes, self.num_steps) != (episodes, steps):

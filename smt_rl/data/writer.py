@@ -14,7 +14,14 @@ from typing import Any
 from gymnasium import spaces
 from tensordict import TensorDict
 
-from smt_rl.data.format import CHUNK_DIR, FORMAT_NAME, FORMAT_VERSION, META_FILE, chunk_name
+from smt_rl.data.format import (
+    CHUNK_DIR,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_FILE,
+    chunk_index,
+    chunk_name,
+)
 from smt_rl.data.meta import DatasetMeta
 from smt_rl.errors import DatasetError
 from smt_rl.faults import kill_point
@@ -187,7 +194,8 @@ class TrajectoryWriter:
             raise DatasetError(
                 f"chunk of {steps.batch_size} steps does not hold episodes of lengths {lengths}"
             )
-        name = chunk_name(len(self.meta["chunks"]))
+        chunks = self.meta["chunks"]
+        name = chunk_name(chunk_index(chunks[-1]["name"]) + 1 if chunks else 0)
         tmp = self.path / CHUNK_DIR / f".tmp-{uuid.uuid4().hex}"
         steps.memmap(prefix=str(tmp), num_threads=0)
         os.replace(tmp, self.path / CHUNK_DIR / name)
@@ -208,6 +216,28 @@ class TrajectoryWriter:
             self.meta["collections"][-1]["episodes"] += len(lengths)
             self.meta["collections"][-1]["steps"] += total
         atomic_write_json(self.path / META_FILE, self.meta)
+
+    def drop_oldest(self, chunks: int) -> None:
+        """Remove the ``chunks`` oldest chunks (a dataset bounded by a capacity): first from
+        ``meta.json`` (the commit point), then their folders (a kill in between leaves unlisted
+        folders, removed at the next open)."""
+        dropped, self.meta["chunks"] = self.meta["chunks"][:chunks], self.meta["chunks"][chunks:]
+        self.meta["num_episodes"] -= sum(c["episodes"] for c in dropped)
+        self.meta["num_steps"] -= sum(c["steps"] for c in dropped)
+        atomic_write_json(self.path / META_FILE, self.meta)
+        for chunk in dropped:
+            shutil.rmtree(self.path / CHUNK_DIR / chunk["name"], ignore_errors=True)
+
+    def keep_first(self, chunks: int) -> None:
+        """Forget the chunks listed after the first ``chunks`` (back to a resume state's)."""
+        extra = self.meta["chunks"][chunks:]
+        if not extra:
+            return
+        self.meta["chunks"] = self.meta["chunks"][:chunks]
+        self.meta["num_episodes"] -= sum(c["episodes"] for c in extra)
+        self.meta["num_steps"] -= sum(c["steps"] for c in extra)
+        atomic_write_json(self.path / META_FILE, self.meta)
+        self._remove_unlisted_chunks()
 
     def end_collection(self, wall_s: float) -> None:
         """Record the wall-clock of the current collection run."""

@@ -30,7 +30,11 @@ class DataConfig(ConfigModel):
     """The logged trajectories SMT learns from."""
 
     path: str | None = Field(None, description="dataset folder; null: collect into RUN_DIR/data")
-    episodes: Count = Field(2000, description="episodes to collect when path is null")
+    episodes: NonNegativeInt = Field(
+        2000,
+        description="episodes to collect when path is null (0: no logged data; smt-rl train then "
+        "needs online_smt.enabled to train the memory on the agent's own experience)",
+    )
     num_envs: Count = Field(8, description="environments stepped together while collecting")
     policy: str = Field("random", description="behaviour policy of the collection")
     vectorization: Literal["sync", "async"] = Field(

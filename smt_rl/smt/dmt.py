@@ -11,8 +11,6 @@ memory and ``m*_t`` the teacher's label of the same history. Nothing is unrolled
   current episode that the teacher's window can see, so that :func:`teacher_labels` labels every
   step of a rollout in one pass; :class:`DMTReplay` aggregates the labelled states of recent
   rollouts (DAgger); :class:`OnPolicyDMT` puts them together.
-- :class:`OnlineTeacher`: the teacher and decoder keep learning their predictive loss on the
-  agent's finished episodes, so that the labels track the state distribution the agent visits.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from smt_rl.errors import NonFiniteError
 from smt_rl.models.cells import MemoryCell
-from smt_rl.smt.config import SMTConfig
-from smt_rl.smt.losses import masked_mean, predictive_loss, previous_memory, uniformity
+from smt_rl.smt.losses import masked_mean, previous_memory
 from smt_rl.smt.model import SMTModel
 
 
@@ -314,117 +311,3 @@ class OnPolicyDMT:
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.replay.load_state_dict(state["replay"], device)
-
-
-# --------------------------------------------------------------------------------------------
-# The online teacher
-
-
-def stack_padded(episodes: list[TensorDict]) -> TensorDict:
-    """Episodes ``(L_i,)`` stacked to ``(E, max L_i)``, each shorter one padded by repeating its
-    last step (causal attention never lets a real step see the padding)."""
-    longest = max(e.shape[0] for e in episodes)
-    return torch.stack(
-        [
-            torch.cat([e, e[-1:].expand(longest - e.shape[0]).clone()], 0)
-            if e.shape[0] < longest
-            else e
-            for e in episodes
-        ]
-    )
-
-
-class EpisodeBuffer:
-    """The last ``capacity`` finished episodes ``(L,)``; samples padded batches ``(B, T)``."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.episodes: list[TensorDict] = []
-        self.next = 0  # slot the next episode overwrites once full
-
-    def __len__(self) -> int:
-        return len(self.episodes)
-
-    def add(self, episode: TensorDict) -> None:
-        if len(self.episodes) < self.capacity:
-            self.episodes.append(episode)
-        else:
-            self.episodes[self.next] = episode
-        self.next = (self.next + 1) % self.capacity
-
-    def sample(self, batch_size: int, max_length: int, generator: torch.Generator) -> TensorDict:
-        """``batch_size`` episodes (with replacement), each cut to its first ``max_length`` steps,
-        padded to the longest with ``mask`` False."""
-        picks = torch.randint(len(self.episodes), (batch_size,), generator=generator).tolist()
-        chosen = [self.episodes[i][:max_length] for i in picks]
-        batch = stack_padded(chosen)
-        lengths = torch.tensor([e.shape[0] for e in chosen])
-        batch["mask"] = torch.arange(batch.shape[1]) < lengths[:, None]
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "episodes": [(e.to_dict(), list(e.batch_size)) for e in self.episodes],
-            "next": self.next,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.episodes = [TensorDict(data, size) for data, size in state["episodes"]]
-        self.next = int(state["next"])
-
-
-class OnlineTeacher:
-    """Predictive-loss updates of the teacher encoder and decoder on the agent's own episodes.
-
-    The step encoder stays frozen (the DMT replay stores its outputs). With ``smt.updates=0``
-    this is how the teacher learns at all: the "memory trained by DMT alone" ablation.
-
-    Args:
-        model: the SMT model (its teacher and decoder get ``requires_grad`` back).
-        smt: the pretraining optimisation config (loss weights, ``seq_len``).
-        lr: AdamW learning rate.
-        batch_episodes: episodes per update.
-        capacity: finished episodes kept.
-    """
-
-    def __init__(
-        self, model: SMTModel, smt: SMTConfig, lr: float, batch_episodes: int, capacity: int
-    ) -> None:
-        self.model, self.smt, self.batch_episodes = model, smt, batch_episodes
-        self.params = list(model.teacher.parameters()) + list(model.decoder.parameters())
-        for p in self.params:
-            p.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=smt.weight_decay)
-        self.buffer = EpisodeBuffer(capacity)
-
-    def update(
-        self, updates: int, generator: torch.Generator, device: torch.device
-    ) -> dict[str, float]:
-        """``updates`` steps on batches from the buffer; mean loss terms (empty before the first
-        episode has finished)."""
-        if len(self.buffer) == 0 or updates <= 0:
-            return {}
-        totals: dict[str, float] = {}
-        for _ in range(updates):
-            batch = self.buffer.sample(self.batch_episodes, self.smt.seq_len, generator).to(device)
-            with torch.no_grad():
-                x = self.model.step_encoder(batch)
-            memory = self.model.teacher(x)
-            pred, terms = predictive_loss(self.model, memory, batch, self.smt, generator, x)
-            loss = self.smt.c_pred * pred + self.smt.c_unif * uniformity(memory, batch["mask"])
-            _check_finite(loss, "online teacher", "online_teacher.lr")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, self.smt.grad_clip)
-            self.optimizer.step()
-            for key, value in {"teacher/pred_loss": pred, **terms}.items():
-                name = key if key.startswith("teacher/") else f"teacher/pred_{key}"
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) / updates
-        return totals
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.buffer.load_state_dict(state["buffer"])

@@ -93,6 +93,8 @@ class PhaseRunner:
         on_checkpoint: called with the runner every ``checkpoint_every`` updates and at the end
             (a resume point; every rank calls it).
         started: ``time.perf_counter()`` at the start of the run (for ``wall_s``).
+        schedule: the learning-rate factor of each update (default: warm-up, then cosine decay
+            over the phase; a phase run from inside an RL loop may keep it constant).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class PhaseRunner:
         evaluate: Callable[[], dict[str, float]] | None = None,
         on_checkpoint: Callable[[PhaseRunner], None] | None = None,
         started: float | None = None,
+        schedule: Callable[[int], float] | None = None,
     ) -> None:
         self.phase, self.model, self.sample, self.settings, self.ctx = (
             phase,
@@ -121,7 +124,7 @@ class PhaseRunner:
             phase.params, lr=phase.lr, weight_decay=settings.weight_decay
         )
         warmup = min(settings.warmup, phase.updates // 4 + 1)
-        self.schedule = warmup_cosine(warmup, phase.updates)
+        self.schedule = schedule or warmup_cosine(warmup, phase.updates)
         self.loss: nn.Module | LossFn = phase.loss
         if ctx.enabled:
             device = ctx.device
@@ -198,6 +201,14 @@ class PhaseRunner:
         due = self.done or (s.checkpoint_every and self.update % s.checkpoint_every == 0)
         if due and self.on_checkpoint is not None:
             self.on_checkpoint(self)
+
+    def take_averages(self) -> dict[str, float]:
+        """The metrics averaged over the updates since the last call (or log line), then forgotten:
+        for callers that log on their own cadence (``log_every`` out of reach)."""
+        averages = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+        self.sums.clear()
+        self.count = 0
+        return averages
 
     def _log_line(self, grad_norm: float, evaluate: bool) -> None:
         """Average the metrics since the last line, add the evaluation if due, and log."""
