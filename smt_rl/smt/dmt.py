@@ -22,6 +22,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from smt_rl.errors import NonFiniteError
 from smt_rl.models.cells import MemoryCell
+from smt_rl.smt.evaluate import decision_metrics
 from smt_rl.smt.losses import masked_mean, previous_memory
 from smt_rl.smt.model import SMTModel
 
@@ -274,6 +275,7 @@ class OnPolicyDMT:
         """
         labels, teacher_prev = teacher_labels(self.model, *history)
         drift = float((rollout["memory"] - labels).pow(2).mean())
+        decisions = decision_metrics(self.model, rollout["memory"], labels, rollout)
         rows = TensorDict(
             {
                 "prev": rollout["prev"],
@@ -303,7 +305,9 @@ class OnPolicyDMT:
             self.optimizer.step()
             losses.append(float(loss.detach()))
         mean_loss = sum(losses) / len(losses) if losses else float("nan")
-        return {"dmt/loss": mean_loss, "dmt/memory_mse": drift}
+        metrics = {"dmt/loss": mean_loss, "dmt/memory_mse": drift}
+        metrics.update({f"dmt/{k}": v for k, v in decisions.items()})
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict()}

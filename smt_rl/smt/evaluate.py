@@ -7,6 +7,7 @@ with no teacher help at any step, and compares it with the teacher's labels.
 from __future__ import annotations
 
 import torch
+from gymnasium import spaces
 from tensordict import TensorDictBase
 
 from smt_rl.smt.losses import masked_mean
@@ -41,7 +42,53 @@ def rollout_metrics(model: SMTModel, episodes: TensorDictBase) -> tuple[dict[str
         "rollout/pred_loss_student": pred_loss(student),
         "rollout/pred_loss_teacher": pred_loss(teacher),
     }
+    decisions = decision_metrics(model, student, teacher, episodes)
+    metrics.update({f"rollout/{k}": v for k, v in decisions.items()})
     return metrics, curve
+
+
+@torch.no_grad()
+def decision_metrics(
+    model: SMTModel, student: torch.Tensor, teacher: torch.Tensor, steps: TensorDictBase
+) -> dict[str, float]:
+    """How well the student's memory serves the steps where the agent is paid.
+
+    At the *decision steps* (real steps whose reward is not zero): ``memory_mse_decision`` (the
+    drift there) and, for a Discrete action space, ``decision_agreement``: how often the action
+    with the highest reward the decoder predicts from the student's memory is the one it predicts
+    from the teacher's (1: the student acts as the teacher would; 1/n: at chance). Empty when the
+    steps hold no decision step.
+
+    Args:
+        student, teacher: memories ``(*B, K, d)`` of the steps ``steps`` (batch ``*B``, with
+            ``mask`` when padded).
+    """
+    decided = steps["next", "reward"] != 0
+    if "mask" in steps:
+        decided = decided & steps["mask"]
+    if not bool(decided.any()):
+        return {}
+    err = (student - teacher).pow(2).mean((-2, -1))
+    out = {"memory_mse_decision": float(err[decided].mean())}
+    space = model.action_space
+    if isinstance(space, spaces.Discrete):
+        best = [_best_action(model, memory[decided], int(space.n)) for memory in (student, teacher)]
+        out["decision_agreement"] = float((best[0] == best[1]).float().mean())
+    return out
+
+
+def _best_action(model: SMTModel, memory: torch.Tensor, n: int) -> torch.Tensor:
+    """``(M,)`` the action (index) with the highest reward the decoder predicts from ``memory``
+    ``(M, K, d)`` for the step, each action repeated over the decoder's horizon."""
+    horizon = model.cfg.horizon
+    start = int(model.action_space.start)
+    rewards = [
+        model.decoder.predict_reward(
+            memory, torch.full((memory.shape[0], horizon), start + a, device=memory.device)
+        )[:, 0]
+        for a in range(n)
+    ]
+    return torch.stack(rewards, -1).argmax(-1)
 
 
 def _last_step(mask: torch.Tensor) -> torch.Tensor:
