@@ -54,7 +54,7 @@ from smt_rl.data.vector import (
 )
 from smt_rl.data.writer import env_description
 from smt_rl.device import resolve_device
-from smt_rl.errors import SpaceError
+from smt_rl.errors import ConfigError, SpaceError
 from smt_rl.faults import kill_point
 from smt_rl.memory import MemoryRunner, MemoryState
 from smt_rl.models.step_encoder import STEP_INPUT_KEYS
@@ -85,9 +85,16 @@ class _Modules(torch.nn.Module):
         self.smt, self.policy = smt, policy
 
 
-def policy_features(memory: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """What the heads read: ``[m_t (N, K, d) flattened, x_t (N, D)] -> (N, Z + D)``."""
-    return torch.cat([memory.flatten(1), x], -1)
+def policy_features(
+    memory: torch.Tensor, x: torch.Tensor, model: SMTModel | None = None
+) -> torch.Tensor:
+    """What the heads read: ``[m_t (N, K, d) flattened, x_t (N, D)] -> (N, Z + D)``; with
+    ``model`` (``ppo.decoder_features``) also the reward its decoder predicts from ``m_t`` for each
+    of the n actions, in units of its reward scale: ``(N, Z + D + n)``."""
+    parts = [memory.flatten(1), x]
+    if model is not None:
+        parts.append(model.action_rewards(memory) / model.decoder.reward_scale)
+    return torch.cat(parts, -1)
 
 
 class SMTPPO(AgentBase):
@@ -128,7 +135,15 @@ class SMTPPO(AgentBase):
         self.memory = MemoryRunner(
             model.step_encoder, model.cell, self.observation_space, self.action_space
         )
+        self.reads_decoder = cfg.ppo.decoder_features
+        if self.reads_decoder and not isinstance(self.action_space, spaces.Discrete):
+            raise ConfigError(
+                f"ppo.decoder_features needs a Discrete action space, not {self.action_space}; "
+                "set ppo.decoder_features=false."
+            )
         features = model.cell.memory_size + model.cfg.embed_dim
+        if self.reads_decoder:
+            features += int(self.action_space.n)
         self.policy = (policy or ActorCritic(features, self.action_space, cfg.ppo.hidden)).to(
             self.device
         )
@@ -142,6 +157,7 @@ class SMTPPO(AgentBase):
             batch_size=dmt.batch_size,
             replay_size=dmt.replay_size,
             anchor_coef=dmt.anchor_coef,
+            match_coef=dmt.c_match,
         )
         self.histories = VisitedHistories(model.cfg.context - 1)
         self.logged, self.experience_dir = logged, experience_dir
@@ -208,7 +224,7 @@ class SMTPPO(AgentBase):
             ).reshape(n)
         inputs = self._observe(self._to_tensor(observation, n), state, starts)
         x, _, memory = self.memory.transition(inputs, state.memory)
-        dist, _ = self.policy(policy_features(memory, x))
+        dist, _ = self.policy(self._features(memory, x))
         actions = dist.mode() if deterministic else dist.sample()
         new_state = MemoryState(
             memory,
@@ -218,6 +234,10 @@ class SMTPPO(AgentBase):
         )
         out = self._to_env(actions)
         return (out[0] if single else out), new_state
+
+    def _features(self, memory: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """:func:`policy_features` as this agent's heads read them."""
+        return policy_features(memory, x, self.model if self.reads_decoder else None)
 
     def _to_env(self, actions: torch.Tensor) -> np.ndarray:
         array = tensor_to_numpy(self.action_space, actions)
@@ -333,7 +353,7 @@ class SMTPPO(AgentBase):
         for _ in range(self.cfg.ppo.n_steps):
             inputs = self._observe(loop.observations, loop.memory, loop.starts)
             x, prev, memory = self.memory.transition(inputs, loop.memory.memory)
-            dist, value = self.policy(policy_features(memory, x))
+            dist, value = self.policy(self._features(memory, x))
             action = dist.sample()
             logp = dist.log_prob(action)
             env_actions = self._to_env(action.cpu())
@@ -376,7 +396,7 @@ class SMTPPO(AgentBase):
             bar.update(envs.num_envs)
         inputs = self._observe(loop.observations, loop.memory, loop.starts)
         x, _, memory = self.memory.transition(inputs, loop.memory.memory)
-        return self._rollout(inputs_seen, computed), self.policy.value(policy_features(memory, x))
+        return self._rollout(inputs_seen, computed), self.policy.value(self._features(memory, x))
 
     def _rollout(self, inputs: list[TensorDict], computed: dict[str, list]) -> TensorDict:
         """The steps of a rollout as one TensorDict ``(T, N)`` (see :meth:`_collect_rollout`)."""
@@ -435,7 +455,7 @@ class SMTPPO(AgentBase):
         inputs = self.memory.inputs(final, state, starts)
         check_finite({"observation": final}, lambda i: f"env {int(rows[i])}, final observation")
         x, _, after = self.memory.transition(inputs, state.memory)
-        bootstrap[rows] = self.cfg.ppo.gamma * self.policy.value(policy_features(after, x))
+        bootstrap[rows] = self.cfg.ppo.gamma * self.policy.value(self._features(after, x))
         return bootstrap
 
     def _ppo_update(self, rollout: TensorDict, last_value: torch.Tensor) -> dict[str, float]:
@@ -452,7 +472,7 @@ class SMTPPO(AgentBase):
         )
         flat = rollout.flatten(0, 1)
         steps = {
-            "features": policy_features(flat["memory"], flat["x"]),
+            "features": self._features(flat["memory"], flat["x"]),
             "action": flat["action"],
             "logp": flat["logp"],
             "advantage": advantages.flatten(),

@@ -28,6 +28,11 @@ class PPOConfig(ConfigModel):
     vf_coef: NonNegative = Field(0.5, description="value loss weight")
     max_grad_norm: NonNegative = Field(0.5, description="gradient clipping of the heads")
     hidden: Count = Field(128, description="width of the actor/critic MLPs")
+    decoder_features: bool = Field(
+        False,
+        description="the heads also read the reward the decoder predicts from the memory for "
+        "each action (Discrete actions): what the memory already knows about the next reward",
+    )
     resume_every: NonNegativeInt = Field(
         10,
         description="rollouts between resume states of the PPO x DMT loop (RUN_DIR/resume/"
@@ -48,6 +53,11 @@ class OnPolicyDMTConfig(ConfigModel):
     batch_size: Count = Field(256, description="(memory, input, label) triples per DMT update")
     replay_size: Count = Field(
         50_000, description="recent on-policy steps kept for DMT (DAgger aggregation)"
+    )
+    c_match: NonNegative = Field(
+        0.0,
+        description="weight of matching the decoder's features from the student's memory to "
+        "those from the teacher's (what the memory predicts, not its coordinates)",
     )
     anchor_coef: NonNegative = Field(
         1.0,

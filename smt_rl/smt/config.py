@@ -141,6 +141,11 @@ class OfflineDMTConfig(ConfigModel):
     revert_if_worse: bool = Field(
         True, description="restore the pre-DMT cell if held-out rollouts got worse"
     )
+    c_match: NonNegative = Field(
+        0.0,
+        description="weight of matching the decoder's features from the student's memory to "
+        "those from the teacher's (what the memory predicts, not its coordinates)",
+    )
 
 
 class PretrainConfig(ConfigModel):

@@ -15,9 +15,11 @@ memory and ``m*_t`` the teacher's label of the same history. Nothing is unrolled
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from gymnasium import spaces
 from tensordict import TensorDict, TensorDictBase
 
 from smt_rl.errors import NonFiniteError
@@ -25,6 +27,7 @@ from smt_rl.models.cells import MemoryCell
 from smt_rl.smt.evaluate import decision_metrics
 from smt_rl.smt.losses import masked_mean, previous_memory
 from smt_rl.smt.model import SMTModel
+from smt_rl.spaces import torch_dtype
 
 
 def dmt_loss(
@@ -36,8 +39,11 @@ def dmt_loss(
     valid: torch.Tensor | None = None,
     teacher_prev: torch.Tensor | None = None,
     anchor_coef: float = 0.0,
+    match: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    match_coef: float = 0.0,
 ) -> torch.Tensor:
-    """``|| f(prev, x) - label ||^2`` (+ ``anchor_coef * || f(teacher_prev, x) - label ||^2``).
+    """``|| f(prev, x) - label ||^2`` (+ ``anchor_coef * || f(teacher_prev, x) - label ||^2``
+    + ``match_coef * match(f(prev, x), label)``).
 
     One application of ``f`` per position, never a chain.
 
@@ -50,22 +56,59 @@ def dmt_loss(
             per-position mean squared error, else the mean over every element.
         teacher_prev: ``(*B, K, d)`` the teacher's ``m*_{t-1}``, for the anchor term.
         anchor_coef: weight of the anchor term (0: none).
+        match: per-position distance ``(*B)`` between what two memories ``(*B, K, d)`` make the
+            decoder predict (:func:`prediction_match`), for the match term.
+        match_coef: weight of the match term (0: none).
     """
 
-    def error(start: torch.Tensor) -> torch.Tensor:
+    def reduce(error: torch.Tensor) -> torch.Tensor:  # (*B) per position -> scalar
+        return error.mean() if valid is None else masked_mean(error, valid)
+
+    def step(start: torch.Tensor) -> torch.Tensor:
         lead = start.shape[:-2]
         pred = cell.step(start.reshape(-1, *start.shape[-2:]), x.reshape(-1, x.shape[-1]))
-        sq = (pred.view(*lead, *pred.shape[1:]) - label).pow(2)
-        return sq.mean() if valid is None else masked_mean(sq.mean((-2, -1)), valid)
+        return pred.view(*lead, *pred.shape[1:])
 
-    loss = error(prev)
+    pred = step(prev)
+    sq = (pred - label).pow(2)
+    loss = sq.mean() if valid is None else masked_mean(sq.mean((-2, -1)), valid)
     if anchor_coef > 0 and teacher_prev is not None:
-        loss = loss + anchor_coef * error(teacher_prev)
+        loss = loss + anchor_coef * reduce((step(teacher_prev) - label).pow(2).mean((-2, -1)))
+    if match_coef > 0 and match is not None:
+        loss = loss + match_coef * reduce(match(pred, label))
     return loss
 
 
+def prediction_match(model: SMTModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The distance ``(*B)`` between the decoder's features from a student memory and from the
+    teacher's label ``(*B, K, d)`` (the teacher side detached), for every action of a Discrete
+    action space repeated over the horizon, else for no action (zeros): what the memory makes the
+    decoder predict, which is what the agent acts on, rather than the memory's coordinates."""
+    decoder, horizon, space = model.decoder, model.cfg.horizon, model.action_space
+    if isinstance(space, spaces.Discrete):
+        actions = [int(space.start) + a for a in range(int(space.n))]
+    else:
+        actions = [None]
+
+    def match(student: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        total = student.new_zeros(student.shape[:-2])
+        for action in actions:
+            shape = (*student.shape[:-2], horizon, *space.shape)
+            future = (
+                torch.full(shape, action, device=student.device)
+                if action is not None
+                else torch.zeros(shape, dtype=torch_dtype(space), device=student.device)
+            )
+            with torch.no_grad():
+                target = decoder.features(label, future)
+            total = total + (decoder.features(student, future) - target).pow(2).mean((-2, -1))
+        return total / len(actions)
+
+    return match
+
+
 def offline_dmt_loss(
-    model: SMTModel, batch: TensorDictBase
+    model: SMTModel, batch: TensorDictBase, match_coef: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """DMT on logged windows ``(B, T)`` with the teacher frozen; returns (loss, metrics).
 
@@ -79,7 +122,15 @@ def offline_dmt_loss(
         labels = model.teacher(x)
         student = model.cell.scan(x, is_init)
     prev = previous_memory(model, student, is_init)  # the initial state keeps its gradient
-    loss = dmt_loss(model.cell, prev, x, labels, valid=mask & is_init[:, :1])
+    loss = dmt_loss(
+        model.cell,
+        prev,
+        x,
+        labels,
+        valid=mask & is_init[:, :1],
+        match=prediction_match(model) if match_coef > 0 else None,
+        match_coef=match_coef,
+    )
     return loss, {"dmt/loss": float(loss.detach())}
 
 
@@ -237,6 +288,7 @@ class OnPolicyDMT:
         batch_size: replay rows per update.
         replay_size: labelled steps kept.
         anchor_coef: weight of the anchor term of :func:`dmt_loss`.
+        match_coef: weight of its match term (:func:`prediction_match`).
     """
 
     def __init__(
@@ -249,8 +301,11 @@ class OnPolicyDMT:
         batch_size: int,
         replay_size: int,
         anchor_coef: float,
+        match_coef: float = 0.0,
     ) -> None:
         self.model = model
+        self.match_coef = match_coef
+        self.match = prediction_match(model) if match_coef > 0 else None
         self.updates_per_rollout, self.batch_size = updates_per_rollout, batch_size
         self.anchor_coef = anchor_coef
         params = list(model.cell.parameters())
@@ -297,6 +352,8 @@ class OnPolicyDMT:
                 sample["label"],
                 teacher_prev=sample["teacher_prev"],
                 anchor_coef=self.anchor_coef,
+                match=self.match,
+                match_coef=self.match_coef,
             )
             _check_finite(loss, "on-policy DMT", "onpolicy_dmt.lr")
             self.optimizer.zero_grad(set_to_none=True)

@@ -72,23 +72,9 @@ def decision_metrics(
     out = {"memory_mse_decision": float(err[decided].mean())}
     space = model.action_space
     if isinstance(space, spaces.Discrete):
-        best = [_best_action(model, memory[decided], int(space.n)) for memory in (student, teacher)]
+        best = [model.action_rewards(memory[decided]).argmax(-1) for memory in (student, teacher)]
         out["decision_agreement"] = float((best[0] == best[1]).float().mean())
     return out
-
-
-def _best_action(model: SMTModel, memory: torch.Tensor, n: int) -> torch.Tensor:
-    """``(M,)`` the action (index) with the highest reward the decoder predicts from ``memory``
-    ``(M, K, d)`` for the step, each action repeated over the decoder's horizon."""
-    horizon = model.cfg.horizon
-    start = int(model.action_space.start)
-    rewards = [
-        model.decoder.predict_reward(
-            memory, torch.full((memory.shape[0], horizon), start + a, device=memory.device)
-        )[:, 0]
-        for a in range(n)
-    ]
-    return torch.stack(rewards, -1).argmax(-1)
 
 
 def _last_step(mask: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,18 @@ class SMTModel(nn.Module):
         return self.teacher(self.step_encoder(batch))
 
     @torch.no_grad()
+    def action_rewards(self, memory: torch.Tensor) -> torch.Tensor:
+        """The reward the decoder predicts for the current step from ``memory (*B, K, d)`` for
+        each action of a Discrete action space (repeated over the horizon): ``(*B, n)``."""
+        space, lead = self.action_space, memory.shape[:-2]
+        future = torch.empty((*lead, self.cfg.horizon), dtype=torch.int64, device=memory.device)
+        rewards = [
+            self.decoder.predict_reward(memory, future.fill_(int(space.start) + a))[..., 0]
+            for a in range(int(space.n))
+        ]
+        return torch.stack(rewards, -1)
+
+    @torch.no_grad()
     def student_memory(self, batch: TensorDictBase) -> torch.Tensor:
         """The cell run alone from its initial state over ``batch (B, T)``: ``(B, T, K, d)``."""
         return self.cell.scan(self.step_encoder(batch), batch["is_init"])

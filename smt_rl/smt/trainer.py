@@ -165,7 +165,7 @@ def build_phases(
             offline.updates,
             list(model.cell.parameters()),
             offline.lr,
-            lambda b: offline_dmt_loss(model, b),
+            lambda b: offline_dmt_loss(model, b, offline.c_match),
             "offline_dmt.lr",
         ),
     ]
