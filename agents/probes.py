@@ -50,9 +50,52 @@ class TMazeProbe:
         }
 
 
-PROBES: dict[str, Probe] = {TMAZE_ID: TMazeProbe()}  # env id -> its probe
+class RecallProbe:
+    """Does the memory still hold an observation the task asks to repeat (Discrete observations,
+    e.g. POPGym's card suits)?
+
+    ``probe/recall_student`` and ``probe/recall_teacher``: a linear classifier's held-out accuracy
+    at reading ``o_{t - lag}`` (``lag=None``: the episode's first observation) from the student's
+    own memory and from the teacher's label at every step ``t`` that has one; the student's is the
+    score.
+
+    Args:
+        lag: steps back (in the dataset's indexing: the observation ``lag`` rows earlier).
+        max_rows: at most this many (memory, observation) pairs fit the probe.
+    """
+
+    score_key = "probe/recall_student"
+
+    def __init__(self, lag: int | None, max_rows: int = 6000) -> None:
+        self.lag, self.max_rows = lag, max_rows
+
+    @torch.no_grad()
+    def __call__(self, model: SMTModel, episodes: TensorDictBase) -> dict[str, float]:
+        x = model.step_encoder(episodes)
+        memories = {"student": model.cell.scan(x, episodes["is_init"]), "teacher": model.teacher(x)}
+        obs, mask = episodes["observation"], episodes["mask"]
+        first = 1 if self.lag is None else self.lag
+        steps = torch.arange(first, obs.shape[1], device=obs.device)
+        target = obs[:, :1].expand(-1, len(steps)) if self.lag is None else obs[:, steps - first]
+        valid = mask[:, steps].reshape(-1)
+        labels = target.reshape(-1)[valid][: self.max_rows].long().cpu()
+        out = {}
+        for name, memory in memories.items():
+            features = memory[:, steps].flatten(2).reshape(-1, memory[0, 0].numel())[valid]
+            accuracy = linear_probe_accuracy(features[: self.max_rows].float().cpu(), labels)
+            out[f"probe/recall_{name}"] = accuracy
+        return out
+
+
+PROBES: dict[str, Probe] = {  # env id -> its probe
+    TMAZE_ID: TMazeProbe(),
+    "popgym-RepeatFirstEasy-v0": RecallProbe(lag=None),
+    "popgym-RepeatPreviousEasy-v0": RecallProbe(lag=3),  # k=4 counts the current card
+}
 
 
 def probe_for(env_id: str | None) -> Probe | None:
-    """The probe of a task, or None when it has none."""
-    return PROBES.get(env_id) if env_id is not None else None
+    """The probe of a task (by the id users type or its ``smt_rl/`` twin), or None."""
+    if env_id is None:
+        return None
+    return PROBES.get(env_id) or PROBES.get(env_id.removeprefix("smt_rl/"))
