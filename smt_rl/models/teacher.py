@@ -196,6 +196,7 @@ class PredictiveDecoder(nn.Module):
         step_features: sinusoidal features of the far target's offset.
         far_context_dim: when > 0, the far target's predictor also reads the step input
             ``x_{t+j} (D = far_context_dim)`` at its target step (what the agent sees there).
+        return_head: also predict the discounted return of the episode from each memory.
     """
 
     def __init__(
@@ -207,6 +208,7 @@ class PredictiveDecoder(nn.Module):
         horizon: int,
         step_features: int = 16,
         far_context_dim: int = 0,
+        return_head: bool = False,
     ) -> None:
         super().__init__()
         self.horizon = horizon
@@ -227,6 +229,7 @@ class PredictiveDecoder(nn.Module):
         self.far_offset_in = nn.Linear(step_features, hidden)
         self.far_context_in = nn.Linear(far_context_dim, hidden) if far_context_dim else None
         self.far = mlp([hidden, hidden, hidden, 1])
+        self.value = mlp([memory_size, hidden, 1]) if return_head else None
         self.observation_keys = list(leaf_spaces(observation_space))
 
     def features(self, memory: torch.Tensor, future_actions: torch.Tensor) -> torch.Tensor:
@@ -309,6 +312,10 @@ class PredictiveDecoder(nn.Module):
             ).pow(2)
             far_class = reward_class(far_reward, targets["far_terminated"])
             out["far"] = _balanced_mean(far_err, far_class, targets["far_valid"], 6)
+        if self.value is not None and "return" in targets:
+            goal = symlog(targets["return"] / self.reward_scale)
+            value_err = (self.value(memory.flatten(-2)).squeeze(-1) - goal).pow(2)
+            out["return"] = _masked_mean(value_err, targets["return_valid"])
         return out
 
 

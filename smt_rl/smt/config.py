@@ -72,6 +72,11 @@ class ModelConfig(ConfigModel):
         description="the far reward predictor also reads the step input at its target step, so "
         "the memory holds what that reward depends on given the view there",
     )
+    return_head: bool = Field(
+        False,
+        description="a decoder head predicting the discounted return of the episode from each "
+        "memory (weighed by smt.c_return): the memory keeps what the return depends on",
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -116,6 +121,12 @@ class SMTConfig(ConfigModel):
     c_obs: NonNegative = Field(
         1.0, description="weight of the next-observation target inside the predictive loss"
     )
+    c_return: NonNegative = Field(
+        0.0,
+        description="weight of the discounted-return target (model.return_head) in the "
+        "predictive loss; on the agent's experience it is the return of its recent policy",
+    )
+    return_gamma: Fraction = Field(0.99, description="discount of the return target")
     far_last_prob: Fraction = Field(
         0.5, description="chance that a far target is the window's last step (else uniform)"
     )
@@ -163,3 +174,12 @@ class PretrainConfig(ConfigModel):
     device: str = Field(
         "auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...'
     )
+
+    @model_validator(mode="after")
+    def _return_target_has_a_head(self) -> PretrainConfig:
+        if self.smt.c_return > 0 and not self.model.return_head:
+            raise ConfigError(
+                f"config key 'smt.c_return' ({self.smt.c_return}) weighs a return target, but "
+                "the model has no head for it. Fix: set model.return_head=true, or smt.c_return=0."
+            )
+        return self

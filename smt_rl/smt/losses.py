@@ -61,8 +61,8 @@ def predictive_loss(
     ``step_inputs (B, T, D)``: the step encoder's outputs on ``batch``, read by the far target of
     a model with ``far_context``.
 
-    total = ``c_obs`` * obs + reward + ``c_term`` * terminated + ``c_far`` * far (each term a mean
-    over valid positions).
+    total = ``c_obs`` * obs + reward + ``c_term`` * terminated + ``c_far`` * far (+ ``c_return``
+    * return with ``model.return_head``; each term a mean over valid positions).
     """
     targets = predictive_targets(
         batch,
@@ -70,6 +70,7 @@ def predictive_loss(
         far=cfg.c_far > 0,
         far_last_prob=cfg.far_last_prob,
         generator=generator,
+        return_gamma=cfg.return_gamma if cfg.c_return > 0 else None,
     )
     terms = model.decoder.losses(memory, targets, step_inputs)
     total = (
@@ -77,6 +78,7 @@ def predictive_loss(
         + terms["reward"]
         + cfg.c_term * terms["terminated"]
         + cfg.c_far * terms.get("far", 0.0)
+        + cfg.c_return * terms.get("return", 0.0)
     )
     return total, terms
 

@@ -48,6 +48,7 @@ class SMTModel(nn.Module):
             cfg.decoder_hidden,
             cfg.horizon,
             far_context_dim=cfg.embed_dim if cfg.far_context else 0,
+            return_head=cfg.return_head,
         )
         self.cell = CELLS[cfg.cell](
             cfg.memory_tokens, cfg.token_dim, cfg.embed_dim, hidden=cfg.cell_hidden

@@ -36,6 +36,7 @@ WINDOW_KEYS = (
     ("next", "observation"),
     ("next", "reward"),
     ("next", "terminated"),
+    ("next", "done"),
     "mask",
 )
 FOREVER = 2**62  # an online phase has no end of its own: the RL loop stops calling it

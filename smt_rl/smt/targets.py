@@ -13,12 +13,27 @@ def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([x[:, k:], torch.zeros_like(x[:, :k])], 1)
 
 
+def discounted_returns(batch: TensorDict, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(G, valid)`` ``(B, T)``: the discounted return from each step to the end of its episode,
+    ``G_t = sum_{s >= t} gamma^(s - t) r_s``, valid where that end lies inside the window (a window
+    holds one episode, or part of one)."""
+    mask = batch["mask"]
+    rewards = torch.where(mask, batch["next", "reward"], 0.0).double()
+    steps = torch.arange(mask.shape[1], device=mask.device, dtype=torch.float64)
+    discount = torch.pow(torch.tensor(gamma, dtype=torch.float64), steps)
+    tail = torch.flip(torch.cumsum(torch.flip(rewards * discount, [1]), 1), [1])
+    ended = batch["next", "done"] & mask
+    valid = torch.flip(torch.cummax(torch.flip(ended.long(), [1]), 1).values, [1]).bool() & mask
+    return (tail / discount).float(), valid
+
+
 def predictive_targets(
     batch: TensorDict,
     horizon: int,
     far: bool = True,
     far_last_prob: float = 0.5,
     generator: torch.Generator | None = None,
+    return_gamma: float | None = None,
 ) -> TensorDict:
     """Targets of every step t of ``batch`` (batch size ``(B, T)``, windows within one episode).
 
@@ -31,7 +46,9 @@ def predictive_targets(
     - with ``far``: ``far_offset`` j, ``far_action`` a_{t+j}, ``far_reward`` r_{t+j},
       ``far_terminated`` (step t+j ended the episode) and ``far_valid``, ``(B, T)``, where t+j is
       the window's last step with probability ``far_last_prob`` (the step where episodic rewards
-      often come) and otherwise uniform in ``[t, last]``.
+      often come) and otherwise uniform in ``[t, last]``;
+    - with ``return_gamma``: ``return`` and ``return_valid`` ``(B, T)``
+      (:func:`discounted_returns`).
     """
     mask = batch["mask"]
     steps = [_shift(mask, k) & mask for k in range(horizon)]
@@ -70,4 +87,8 @@ def predictive_targets(
         targets.set("far_reward", batch["next", "reward"][rows, target_step])
         targets.set("far_terminated", batch["next", "terminated"][rows, target_step])
         targets.set("far_valid", mask & (target_step >= t))
+    if return_gamma is not None:
+        returns, valid = discounted_returns(batch, return_gamma)
+        targets.set("return", returns)
+        targets.set("return_valid", valid)
     return targets
