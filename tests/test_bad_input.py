@@ -633,7 +633,8 @@ def _with_old_key_names(spec: dict) -> None:
     """checkpoint.json as versions before the DMT sections were renamed wrote it."""
     config = spec["config"]
     offline = config.pop("offline_dmt")
-    config["smt"].update({f"dmt_{k}": v for k, v in offline.items()})
+    old_keys = ("updates", "lr", "revert_if_worse")  # what offline DMT had then
+    config["smt"].update({f"dmt_{k}": offline[k] for k in old_keys})
     online = config.pop("online_smt")
     config["dmt"] = {
         **config.pop("onpolicy_dmt"),
