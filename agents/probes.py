@@ -72,7 +72,8 @@ class RecallProbe:
     @torch.no_grad()
     def __call__(self, model: SMTModel, episodes: TensorDictBase) -> dict[str, float]:
         x = model.step_encoder(episodes)
-        memories = {"student": model.cell.scan(x, episodes["is_init"]), "teacher": model.teacher(x)}
+        is_init = episodes["is_init"]
+        memories = {"student": model.cell.scan(x, is_init), "teacher": model.labels(x, is_init)}
         obs, mask = episodes["observation"], episodes["mask"]
         first = 1 if self.lag is None else self.lag
         steps = torch.arange(first, obs.shape[1], device=obs.device)

@@ -54,7 +54,8 @@ def main() -> None:
             if terminated or truncated:
                 break
         with torch.no_grad():
-            label = model.teacher(model.step_encoder(torch.stack(inputs)[None]))
+            starts = torch.arange(len(inputs))[None] == 0
+            label = model.labels(model.step_encoder(torch.stack(inputs)[None]), starts)
         student.append(state.memory[0].flatten())
         teacher.append(label[0, -1].flatten())
     y = torch.tensor(labels)

@@ -10,7 +10,7 @@ from tensordict import TensorDict
 
 from smt_rl.errors import SpaceError
 from smt_rl.models import CELLS, PredictiveDecoder, StepEncoder, TeacherEncoder
-from smt_rl.models.common import symlog
+from smt_rl.models.common import rms_normalize, symlog
 from smt_rl.models.teacher import reward_class
 from smt_rl.smt.targets import predictive_targets
 
@@ -245,3 +245,39 @@ def test_rotary_positions_make_attention_scores_depend_on_offsets_only():
         assert torch.allclose(diagonal, diagonal[0].expand_as(diagonal), atol=1e-4)
     assert not torch.allclose(scores[5, 5], scores[5, 2])  # different offsets differ
     assert torch.allclose(rq.norm(dim=-1), q.norm(dim=-1).expand(1, 1, steps), atol=1e-5)
+
+
+def test_window_tokens_hold_the_last_steps_exactly_in_the_student_and_the_labels():
+    from smt_rl.smt.config import ModelConfig
+    from smt_rl.smt.model import SMTModel
+
+    with pytest.raises(ValueError, match=r"model\.window_tokens"):
+        ModelConfig(memory_tokens=2, window_tokens=2)
+    torch.manual_seed(0)
+    cfg = ModelConfig(embed_dim=D, memory_tokens=5, window_tokens=3, cell_hidden=32)
+    model = SMTModel(cfg, spaces.Discrete(4), spaces.Discrete(2))
+    steps = 9
+    x = torch.randn(B, steps, D)
+    is_init = torch.zeros(B, steps, dtype=torch.bool)
+    is_init[:, 0] = True
+    is_init[1, 4] = True  # a second episode in row 1
+    labels = model.labels(x, is_init)
+    student = model.cell.scan(x, is_init)
+    assert labels.shape == student.shape == (B, steps, 5, 16)
+    # the student's window equals the labels' window at every step, resets included
+    torch.testing.assert_close(student[:, :, :3], labels[:, :, :3].detach())
+    tokens = model.cell.token(x)
+    initial = rms_normalize(model.cell.window_initial)
+    torch.testing.assert_close(labels[0, 7, 2], tokens[0, 5])  # token i holds x_{t-i}
+    torch.testing.assert_close(labels[1, 5, 1], tokens[1, 4])  # the new episode's first step
+    torch.testing.assert_close(labels[1, 5, 2], initial[0])  # nothing from the old episode
+    torch.testing.assert_close(labels[1, 4, 2], initial[1])
+    # episode ids (several episodes packed in a row) give the same window as resets
+    segments = torch.cumsum(is_init.long(), 1)
+    torch.testing.assert_close(model.labels(x, is_init, segments)[:, :, :3], labels[:, :, :3])
+    # DMT trains the learned tokens only: the window is the teacher's as much as the student's
+    window_params = {id(model.cell.project.weight), id(model.cell.window_initial)}
+    assert not window_params & {id(p) for p in model.cell.transition_parameters()}
+    # the predictive loss reaches the projection through the labels
+    labels.sum().backward()
+    assert model.cell.project.weight.grad.abs().sum() > 0

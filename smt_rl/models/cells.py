@@ -33,6 +33,10 @@ class MemoryCell(nn.Module):
         """Z = K * d."""
         return self.num_tokens * self.token_dim
 
+    def transition_parameters(self) -> list[nn.Parameter]:
+        """What DMT trains: the parameters of the transition and the initial state."""
+        return list(self.parameters())
+
     def initial_state(self, batch_size: int) -> torch.Tensor:
         """The learned ``m_{-1}``, normalised: ``(B, K, d)``."""
         return rms_normalize(self.initial).expand(batch_size, -1, -1)
@@ -126,6 +130,70 @@ class GRUMemoryCell(MemoryCell):
     def step(self, memory: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         new = self.gru(x, memory.flatten(1))
         return rms_normalize(new.view_as(memory))
+
+
+class WindowedCell(MemoryCell):
+    """A memory whose first ``window`` tokens hold the last ``window`` steps exactly: token i is
+    the projection of ``x_{t-i}`` (a FIFO, shifted by one slot per step, nothing learned to keep
+    it), and whose other tokens are an ordinary learned cell's.
+
+    What a task asks to repeat a few steps later then needs no learned shift that loses a little at
+    every step; the teacher's labels of these tokens are built the same way (:meth:`labels`), so
+    the student reproduces them exactly.
+
+    Args:
+        inner: the cell of the learned tokens (``(N, K - window, d)``).
+        window: W, the steps kept exactly.
+        input_dim: D, the width of ``x_t``.
+    """
+
+    def __init__(self, inner: MemoryCell, window: int, input_dim: int) -> None:
+        nn.Module.__init__(self)
+        self.inner, self.window = inner, window
+        self.token_dim, self.input_dim = inner.token_dim, input_dim
+        self.num_tokens = window + inner.num_tokens
+        self.project = nn.Linear(input_dim, inner.token_dim)
+        self.window_initial = nn.Parameter(torch.randn(window, inner.token_dim))
+
+    @property
+    def initial(self) -> torch.Tensor:
+        """The learned initial tokens, window first: ``(K, d)``."""
+        return torch.cat([self.window_initial, self.inner.initial], 0)
+
+    def transition_parameters(self) -> list[nn.Parameter]:
+        """The learned cell's only: the window is shared with the teacher's labels, which DMT
+        holds fixed (an update of it would move its own targets)."""
+        return self.inner.transition_parameters()
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        window = rms_normalize(self.window_initial).expand(batch_size, -1, -1)
+        return torch.cat([window, self.inner.initial_state(batch_size)], 1)
+
+    def token(self, x: torch.Tensor) -> torch.Tensor:
+        """The window token of step inputs ``x (..., D)``: ``(..., d)``."""
+        return rms_normalize(self.project(x).unsqueeze(-2)).squeeze(-2)
+
+    def step(self, memory: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        fifo = torch.cat([self.token(x).unsqueeze(1), memory[:, : self.window - 1]], 1)
+        learned = self.inner.step(memory[:, self.window :], x)
+        return torch.cat([fifo, learned], 1)
+
+    def labels(self, x: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
+        """The window tokens a student reset at each episode start holds after every step of
+        ``x (B, T, D)``: ``(B, T, W, d)``. ``boundary (B, T)``: True where an episode (or the
+        window, when it starts mid-episode) begins; before it, the learned initial tokens."""
+        batch, steps = boundary.shape
+        index = torch.arange(steps, device=x.device).expand(batch, -1)
+        start = torch.cummax(torch.where(boundary, index, torch.zeros_like(index)), 1).values
+        since = index - start  # steps since the episode began (0 at its first step)
+        tokens = self.token(x)  # (B, T, d)
+        initial = rms_normalize(self.window_initial)  # (W, d)
+        slots = []
+        for i in range(self.window):
+            shifted = torch.cat([tokens[:, :1].expand(-1, i, -1), tokens[:, : steps - i]], 1)
+            fill = initial[(i - since - 1).clamp(0, self.window - 1)]  # (B, T, d)
+            slots.append(torch.where((since >= i).unsqueeze(-1), shifted, fill))
+        return torch.stack(slots, 2)
 
 
 CELLS: dict[str, type[MemoryCell]] = {

@@ -67,6 +67,11 @@ class ModelConfig(ConfigModel):
         "gated", description="memory cell of the student (what the agent runs step by step)"
     )
     cell_hidden: Count = Field(256, description="hidden width of the memory cell")
+    window_tokens: NonNegativeInt = Field(
+        0,
+        description="memory tokens that hold the last steps exactly (token i: step t-i, a FIFO "
+        "shared by the student and the teacher's labels); the rest are learned. 0: none",
+    )
     far_context: bool = Field(
         False,
         description="the far reward predictor also reads the step input at its target step, so "
@@ -82,6 +87,12 @@ class ModelConfig(ConfigModel):
     def _heads_divide_width(self) -> ModelConfig:
         """Multi-head attention splits the width evenly between the heads."""
         width, heads = self.teacher_width, self.teacher_heads
+        if self.window_tokens >= self.memory_tokens:
+            raise ConfigError(
+                f"config key 'model.window_tokens' ({self.window_tokens}) must be below "
+                f"'model.memory_tokens' ({self.memory_tokens}): at least one token is learned. "
+                f"Fix: raise model.memory_tokens or lower model.window_tokens."
+            )
         if width % heads:
             raise ConfigError(
                 f"config key 'model.teacher_width' ({width}) must be divisible by "

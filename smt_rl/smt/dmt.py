@@ -119,7 +119,7 @@ def offline_dmt_loss(
     mask, is_init = batch["mask"], batch["is_init"]
     with torch.no_grad():
         x = model.step_encoder(batch)
-        labels = model.teacher(x)
+        labels = model.labels(x, is_init)
         student = model.cell.scan(x, is_init)
     prev = previous_memory(model, student, is_init)  # the initial state keeps its gradient
     loss = dmt_loss(
@@ -230,7 +230,8 @@ def teacher_labels(
     Returns:
         Two ``(S - offset, N, K, d)`` tensors, time first (the rollout's layout).
     """
-    labels = model.teacher(model.step_encoder(sequence), segments)  # (N, S, K, d)
+    x = model.step_encoder(sequence)
+    labels = model.labels(x, sequence["is_init"], segments)  # (N, S, K, d)
     previous = previous_memory(model, labels, sequence["is_init"].bool())
     return (
         labels[:, offset:].transpose(0, 1).contiguous(),
@@ -308,7 +309,7 @@ class OnPolicyDMT:
         self.match = prediction_match(model) if match_coef > 0 else None
         self.updates_per_rollout, self.batch_size = updates_per_rollout, batch_size
         self.anchor_coef = anchor_coef
-        params = list(model.cell.parameters())
+        params = model.cell.transition_parameters()
         self.optimizer = (
             torch.optim.SGD(params, lr=lr, momentum=0.9)
             if optimizer == "sgd"
@@ -358,7 +359,7 @@ class OnPolicyDMT:
             _check_finite(loss, "on-policy DMT", "onpolicy_dmt.lr")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(cell.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(cell.transition_parameters(), 1.0)
             self.optimizer.step()
             losses.append(float(loss.detach()))
         mean_loss = sum(losses) / len(losses) if losses else float("nan")

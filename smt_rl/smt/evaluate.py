@@ -26,7 +26,7 @@ def rollout_metrics(model: SMTModel, episodes: TensorDictBase) -> tuple[dict[str
     """
     mask = episodes["mask"]
     x = model.step_encoder(episodes)
-    teacher = model.teacher(x)
+    teacher = model.labels(x, episodes["is_init"])
     student = model.cell.scan(x, episodes["is_init"])
     err = (student - teacher).pow(2).mean((-2, -1))
     curve = ((err * mask).sum(0) / mask.sum(0).clamp_min(1)).tolist()

@@ -98,7 +98,7 @@ def smt_loss(
     """
     mask, is_init = batch["mask"], batch["is_init"]
     x = model.step_encoder(batch)
-    labels = model.teacher(x)
+    labels = model.labels(x, is_init)
     pred, terms = predictive_loss(model, labels, batch, cfg, generator, x)
     prev = previous_memory(model, labels, is_init)
     if cfg.dyn_input_noise > 0:

@@ -12,6 +12,7 @@ from tensordict import TensorDictBase
 from torch import nn
 
 from smt_rl.models import CELLS, PredictiveDecoder, StepEncoder, TeacherEncoder
+from smt_rl.models.cells import WindowedCell
 from smt_rl.smt.config import ModelConfig
 
 
@@ -37,7 +38,7 @@ class SMTModel(nn.Module):
             cfg.teacher_layers,
             cfg.teacher_heads,
             cfg.context,
-            cfg.memory_tokens,
+            cfg.memory_tokens - cfg.window_tokens,  # the window tokens are built, not learned
             cfg.token_dim,
             rope=cfg.teacher_rope,
         )
@@ -50,13 +51,36 @@ class SMTModel(nn.Module):
             far_context_dim=cfg.embed_dim if cfg.far_context else 0,
             return_head=cfg.return_head,
         )
-        self.cell = CELLS[cfg.cell](
-            cfg.memory_tokens, cfg.token_dim, cfg.embed_dim, hidden=cfg.cell_hidden
-        )
+        learned = cfg.memory_tokens - cfg.window_tokens
+        self.cell = CELLS[cfg.cell](learned, cfg.token_dim, cfg.embed_dim, hidden=cfg.cell_hidden)
+        if cfg.window_tokens:
+            self.cell = WindowedCell(self.cell, cfg.window_tokens, cfg.embed_dim)
+
+    def labels(
+        self, x: torch.Tensor, is_init: torch.Tensor, segments: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The teacher's labels ``m*`` of every step of step inputs ``x (B, T, D)``:
+        ``(B, T, K, d)``.
+
+        Args:
+            is_init: ``(B, T)`` episode starts (a window that starts mid-episode counts as one).
+            segments: ``(B, T)`` episode ids when a row holds several episodes (steps attend
+                only within their own; see :meth:`TeacherEncoder.forward`).
+        """
+        tokens = self.teacher(x, segments)
+        if not isinstance(self.cell, WindowedCell):
+            return tokens
+        if segments is None:
+            boundary = is_init.bool().clone()
+            boundary[:, 0] = True
+        else:
+            boundary = torch.ones_like(segments, dtype=torch.bool)
+            boundary[:, 1:] = segments[:, 1:] != segments[:, :-1]
+        return torch.cat([self.cell.labels(x, boundary), tokens], 2)
 
     def teacher_memory(self, batch: TensorDictBase) -> torch.Tensor:
         """Labels ``m*`` for every step of ``batch (B, T)``: ``(B, T, K, d)``."""
-        return self.teacher(self.step_encoder(batch))
+        return self.labels(self.step_encoder(batch), batch["is_init"])
 
     @torch.no_grad()
     def action_rewards(self, memory: torch.Tensor) -> torch.Tensor:

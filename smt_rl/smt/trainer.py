@@ -163,7 +163,7 @@ def build_phases(
         Phase(
             "dmt",
             offline.updates,
-            list(model.cell.parameters()),
+            model.cell.transition_parameters(),
             offline.lr,
             lambda b: offline_dmt_loss(model, b, offline.c_match),
             "offline_dmt.lr",
