@@ -178,11 +178,21 @@ class WindowedCell(MemoryCell):
         learned = self.inner.step(memory[:, self.window :], x)
         return torch.cat([fifo, learned], 1)
 
-    def labels(self, x: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
+    def labels(
+        self,
+        x: torch.Tensor,
+        boundary: torch.Tensor,
+        before: torch.Tensor | None = None,
+        continues: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The window tokens a student reset at each episode start holds after every step of
         ``x (B, T, D)``: ``(B, T, W, d)``. ``boundary (B, T)``: True where an episode (or the
-        window, when it starts mid-episode) begins; before it, the learned initial tokens."""
+        window, when it starts mid-episode) begins; before it, the learned initial tokens, or
+        ``before (B, W, d)`` (the window tokens before the first step) where ``continues (B, T)``
+        (the step's episode began before the first step)."""
         batch, steps = boundary.shape
+        boundary = boundary.clone()
+        boundary[:, 0] = True
         index = torch.arange(steps, device=x.device).expand(batch, -1)
         start = torch.cummax(torch.where(boundary, index, torch.zeros_like(index)), 1).values
         since = index - start  # steps since the episode began (0 at its first step)
@@ -191,7 +201,11 @@ class WindowedCell(MemoryCell):
         slots = []
         for i in range(self.window):
             shifted = torch.cat([tokens[:, :1].expand(-1, i, -1), tokens[:, : steps - i]], 1)
-            fill = initial[(i - since - 1).clamp(0, self.window - 1)]  # (B, T, d)
+            older = (i - since - 1).clamp(0, self.window - 1)  # (B, T): the slot it came from
+            fill = initial[older]  # (B, T, d)
+            if before is not None and continues is not None:
+                carried = torch.gather(before, 1, older[..., None].expand(-1, -1, before.shape[-1]))
+                fill = torch.where(continues[..., None], carried.to(fill.dtype), fill)
             slots.append(torch.where((since >= i).unsqueeze(-1), shifted, fill))
         return torch.stack(slots, 2)
 

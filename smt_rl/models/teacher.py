@@ -74,6 +74,10 @@ class TeacherEncoder(nn.Module):
         token_dim: d.
         rope: rotary position embeddings in attention (relative offsets; the step inputs carry
             the absolute step index either way).
+        carry_tokens: P; when > 0 the encoder also reads a *carried memory* ``(B, P, d)``, the
+            memory before the sequence's first step, as P prefix tokens that every step of an
+            episode begun before the sequence attends to: what the memory carries from earlier
+            windows reaches the labels without attention (or gradient) crossing the window.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class TeacherEncoder(nn.Module):
         num_tokens: int,
         token_dim: int,
         rope: bool = False,
+        carry_tokens: int = 0,
     ) -> None:
         super().__init__()
         if width % heads:
@@ -98,6 +103,10 @@ class TeacherEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(width)
         self.to_memory = nn.Linear(width, num_tokens * token_dim)
+        self.carry_tokens = carry_tokens
+        if carry_tokens:
+            self.carry_in = nn.Linear(token_dim, width)
+            self.carry_position = nn.Parameter(0.02 * torch.randn(carry_tokens, width))
 
     def attention_mask(
         self, steps: int, device: torch.device, segments: torch.Tensor | None = None
@@ -115,20 +124,68 @@ class TeacherEncoder(nn.Module):
         same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
         return (mask & same).unsqueeze(1)
 
-    def forward(self, x: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        segments: torch.Tensor | None = None,
+        carried: torch.Tensor | None = None,
+        continues: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Labels ``(B, T, K, d)`` for step inputs ``x (B, T, D)``.
 
         Args:
             segments: ``(B, T)`` int ids; when given, a step attends only to steps with the same
                 id (one episode each, so several episodes can share a row). Every step must share
                 its id with itself, which holds for any ids.
+            carried: ``(B, P, d)`` the memory before the first step (encoders built with
+                ``carry_tokens`` only, and then required).
+            continues: ``(B, T)`` bool, True where the step's episode began before the first
+                step (those steps read ``carried``); needed with ``carried``.
         """
+        if self.carry_tokens and (carried is None or continues is None):
+            raise ValueError(
+                "this teacher reads the memory carried from before its window (model.carry: "
+                "true); pass carried and continues (SMTModel.labels does)."
+            )
         h = self.inp(x)
-        mask = self.attention_mask(h.shape[1], h.device, segments)
+        steps = h.shape[1]
+        if not self.carry_tokens:
+            mask = self.attention_mask(steps, h.device, segments)
+        else:
+            assert carried is not None and continues is not None
+            prefix = self.carry_in(carried) + self.carry_position  # (B, P, width)
+            h = torch.cat([prefix, h], 1)
+            mask = self._carry_mask(steps, h.device, segments, continues)
         for block in self.blocks:
             h = block(h, mask)
+        h = h[:, self.carry_tokens :]
         memory = self.to_memory(self.norm(h)).unflatten(-1, (self.num_tokens, self.token_dim))
         return rms_normalize(memory)
+
+    def _carry_mask(
+        self,
+        steps: int,
+        device: torch.device,
+        segments: torch.Tensor | None,
+        continues: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, 1, P + T, P + T)`` bool: the P carried tokens see each other only; a step sees
+        them where ``continues`` (its episode began before the window), and the steps it would
+        see without them (:meth:`attention_mask`)."""
+        batch, carry = continues.shape[0], self.carry_tokens
+        inner = self.attention_mask(steps, device, segments)
+        if inner is None:
+            inner = torch.ones(steps, steps, dtype=torch.bool, device=device).tril()
+        inner = inner.expand(batch, 1, steps, steps)
+        top = torch.cat(
+            [
+                torch.ones(batch, 1, carry, carry, dtype=torch.bool, device=device),
+                torch.zeros(batch, 1, carry, steps, dtype=torch.bool, device=device),
+            ],
+            3,
+        )
+        reads = continues.bool()[:, None, :, None].expand(-1, -1, -1, carry)
+        return torch.cat([top, torch.cat([reads, inner], 3)], 2)
 
 
 class SpaceHead(nn.Module):

@@ -72,6 +72,12 @@ class ModelConfig(ConfigModel):
         description="memory tokens that hold the last steps exactly (token i: step t-i, a FIFO "
         "shared by the student and the teacher's labels); the rest are learned. 0: none",
     )
+    carry: bool = Field(
+        False,
+        description="the teacher also reads the memory before its window (its own label there, "
+        "cached from earlier passes) as prefix tokens, and far targets reach past the window: "
+        "labels chain window after window, so the horizon is not capped by model.context",
+    )
     far_context: bool = Field(
         False,
         description="the far reward predictor also reads the step input at its target step, so "
@@ -92,6 +98,12 @@ class ModelConfig(ConfigModel):
                 f"config key 'model.window_tokens' ({self.window_tokens}) must be below "
                 f"'model.memory_tokens' ({self.memory_tokens}): at least one token is learned. "
                 f"Fix: raise model.memory_tokens or lower model.window_tokens."
+            )
+        if self.carry and self.far_context:
+            raise ConfigError(
+                "config key 'model.far_context' reads the step input at the far target's step, "
+                "which model.carry puts past the window where it is not at hand. Fix: set "
+                "model.far_context=false or model.carry=false."
             )
         if width % heads:
             raise ConfigError(
@@ -144,6 +156,11 @@ class SMTConfig(ConfigModel):
     dyn_input_noise: NonNegative = Field(
         0.0, description="std of noise on m*_{t-1} fed to f (robustness to its own drift)"
     )
+    carry_stride: Count = Field(
+        64,
+        description="with model.carry, windows of long episodes start at multiples of this "
+        "many steps: where the memory carried into a window is cached",
+    )
     eval_every: Count = Field(250, description="updates between evaluations (drift, probes)")
     log_every: Count = Field(25, description="updates between metric lines")
     checkpoint_every: NonNegativeInt = Field(
@@ -185,6 +202,16 @@ class PretrainConfig(ConfigModel):
     device: str = Field(
         "auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...'
     )
+
+    @model_validator(mode="after")
+    def _carry_stride_fits_a_window(self) -> PretrainConfig:
+        if self.model.carry and self.smt.carry_stride > self.smt.seq_len:
+            raise ConfigError(
+                f"config key 'smt.carry_stride' ({self.smt.carry_stride}) is longer than a "
+                f"training window (smt.seq_len={self.smt.seq_len}): no window would reach the "
+                f"next cut. Fix: smt.carry_stride={max(1, self.smt.seq_len // 4)}."
+            )
+        return self
 
     @model_validator(mode="after")
     def _return_target_has_a_head(self) -> PretrainConfig:

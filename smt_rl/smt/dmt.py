@@ -24,6 +24,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from smt_rl.errors import NonFiniteError
 from smt_rl.models.cells import MemoryCell
+from smt_rl.smt.carry import ChainedWindowSampler
 from smt_rl.smt.evaluate import decision_metrics
 from smt_rl.smt.losses import masked_mean, previous_memory
 from smt_rl.smt.model import SMTModel
@@ -108,26 +109,31 @@ def prediction_match(model: SMTModel) -> Callable[[torch.Tensor, torch.Tensor], 
 
 
 def offline_dmt_loss(
-    model: SMTModel, batch: TensorDictBase, match_coef: float = 0.0
+    model: SMTModel,
+    batch: TensorDictBase,
+    match_coef: float = 0.0,
+    chain: ChainedWindowSampler | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """DMT on logged windows ``(B, T)`` with the teacher frozen; returns (loss, metrics).
 
-    The student is the cell scanned alone (no grad) from its initial state over each window;
-    only the cell learns. Rows whose window does not start at an episode start are left out (the
-    student would lack their history).
+    The student is the cell scanned alone (no grad) over each window from its initial state, or,
+    with ``chain`` (``model.carry``), from the memory carried into the window; only the cell
+    learns. Without ``chain``, rows whose window does not start at an episode start are left out
+    (the student would lack their history).
     """
     mask, is_init = batch["mask"], batch["is_init"]
+    carried = None if chain is None else chain.carried(batch).to(mask.device)
     with torch.no_grad():
         x = model.step_encoder(batch)
-        labels = model.labels(x, is_init)
-        student = model.cell.scan(x, is_init)
-    prev = previous_memory(model, student, is_init)  # the initial state keeps its gradient
+        labels = model.labels(x, is_init, carried=carried)
+        student = model.cell.scan(x, is_init, memory=carried)
+    prev = previous_memory(model, student, is_init, carried)  # the initial state keeps its grad
     loss = dmt_loss(
         model.cell,
         prev,
         x,
         labels,
-        valid=mask & is_init[:, :1],
+        valid=mask if carried is not None else mask & is_init[:, :1],
         match=prediction_match(model) if match_coef > 0 else None,
         match_coef=match_coef,
     )

@@ -8,17 +8,25 @@ import torch
 from tensordict import TensorDictBase
 
 from smt_rl.models.common import rms_normalize
+from smt_rl.smt.carry import ChainedWindowSampler
 from smt_rl.smt.config import SMTConfig
 from smt_rl.smt.model import SMTModel
 from smt_rl.smt.targets import predictive_targets
 
 
-def previous_memory(model: SMTModel, memory: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
+def previous_memory(
+    model: SMTModel,
+    memory: torch.Tensor,
+    is_init: torch.Tensor,
+    carried: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``m_{t-1}`` for every position: the memory one step earlier, or the cell's initial state at
-    an episode start. ``memory (B, T, K, d), is_init (B, T) -> (B, T, K, d)``."""
+    an episode start. ``memory (B, T, K, d), is_init (B, T) -> (B, T, K, d)``; ``carried
+    (B, K, d)``: the memory before the first step (default: the initial state)."""
     batch = is_init.shape[0]
     init = model.cell.initial_state(batch).to(memory.dtype)
-    shifted = torch.cat([init.unsqueeze(1), memory[:, :-1]], 1)
+    first = init if carried is None else carried.to(memory.dtype)
+    shifted = torch.cat([first.unsqueeze(1), memory[:, :-1]], 1)
     return torch.where(is_init[..., None, None], init.unsqueeze(1).expand_as(memory), shifted)
 
 
@@ -88,22 +96,30 @@ def smt_loss(
     batch: TensorDictBase,
     cfg: SMTConfig,
     generator: torch.Generator | None = None,
+    chain: ChainedWindowSampler | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The joint SMT loss on ``batch (B, T)``; returns (loss, metrics).
 
     ``L = c_pred * L_pred(D(m*_t, future actions), future) + c_dyn * ||f(m*_{t-1}, x_t) - m*_t||^2
     + c_unif * L_unif(m*)``. The dynamics gradient reaches the encoder through both ``m*_{t-1}`` and
     ``m*_t``. Positions whose ``m_{t-1}`` lies before the window (a window starting mid-episode)
-    are left out of the dynamics term.
+    are left out of the dynamics term, unless ``chain`` (``model.carry``) says what memory the
+    window carries in: the teacher then reads it, its first transition is supervised from it, and
+    the window's labels are cached for the windows after it.
     """
     mask, is_init = batch["mask"], batch["is_init"]
     x = model.step_encoder(batch)
-    labels = model.labels(x, is_init)
+    carried = None if chain is None else chain.carried(batch).to(x.device)
+    labels = model.labels(x, is_init, carried=carried)
+    if chain is not None:
+        chain.store(batch, labels)
     pred, terms = predictive_loss(model, labels, batch, cfg, generator, x)
-    prev = previous_memory(model, labels, is_init)
+    prev = previous_memory(model, labels, is_init, carried)
     if cfg.dyn_input_noise > 0:
         prev = rms_normalize(prev + cfg.dyn_input_noise * torch.randn_like(prev))
     has_prev = is_init | (torch.arange(mask.shape[1], device=mask.device) > 0)
+    if carried is not None:
+        has_prev = torch.ones_like(mask)  # the first step's m_{t-1} is the carried memory
     dyn_err = (one_step(model, prev, x) - labels).pow(2).mean((-2, -1))
     dyn = masked_mean(dyn_err, mask & has_prev)
     unif = uniformity(labels, mask)

@@ -41,6 +41,7 @@ class SMTModel(nn.Module):
             cfg.memory_tokens - cfg.window_tokens,  # the window tokens are built, not learned
             cfg.token_dim,
             rope=cfg.teacher_rope,
+            carry_tokens=cfg.memory_tokens if cfg.carry else 0,
         )
         self.decoder = PredictiveDecoder(
             observation_space,
@@ -57,26 +58,70 @@ class SMTModel(nn.Module):
             self.cell = WindowedCell(self.cell, cfg.window_tokens, cfg.embed_dim)
 
     def labels(
-        self, x: torch.Tensor, is_init: torch.Tensor, segments: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        is_init: torch.Tensor,
+        segments: torch.Tensor | None = None,
+        carried: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The teacher's labels ``m*`` of every step of step inputs ``x (B, T, D)``:
         ``(B, T, K, d)``.
 
+        With ``model.carry`` a sequence longer than ``model.context`` is labelled window after
+        window of ``context`` steps, each reading the previous window's last label (detached: no
+        gradient crosses a window) as the memory carried into it.
+
         Args:
-            is_init: ``(B, T)`` episode starts (a window that starts mid-episode counts as one).
+            is_init: ``(B, T)`` episode starts.
             segments: ``(B, T)`` episode ids when a row holds several episodes (steps attend
                 only within their own; see :meth:`TeacherEncoder.forward`).
+            carried: ``(B, K, d)`` the memory before the first step (``model.carry`` only), read
+                by the steps of an episode begun before it. None: the first step is taken as an
+                episode start (a window starting mid-episode then counts as one).
         """
-        tokens = self.teacher(x, segments)
+        boundary = is_init.bool().clone()
+        if segments is not None:
+            boundary[:, 1:] |= segments[:, 1:] != segments[:, :-1]
+        if carried is None:
+            boundary[:, 0] = True
+        if not self.cfg.carry:
+            if carried is not None:
+                raise ValueError("carried memory needs a teacher built with model.carry: true")
+            return self._window_labels(x, boundary, segments, None)
+        if carried is None:
+            carried = self.cell.initial_state(x.shape[0]).to(x.dtype)
+        window, parts = self.cfg.context, []
+        for start in range(0, x.shape[1], window):
+            stop = start + window
+            if parts:
+                carried = parts[-1][:, -1].detach()
+            part_segments = None if segments is None else segments[:, start:stop]
+            parts.append(
+                self._window_labels(
+                    x[:, start:stop], boundary[:, start:stop], part_segments, carried
+                )
+            )
+        return torch.cat(parts, 1)
+
+    def _window_labels(
+        self,
+        x: torch.Tensor,
+        boundary: torch.Tensor,
+        segments: torch.Tensor | None,
+        carried: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Labels of one teacher pass over ``x (B, T, D)``; ``boundary (B, T)`` True where an
+        episode begins; ``carried (B, K, d)`` with ``model.carry``."""
+        continues = None
+        if carried is not None:
+            continues = torch.cumsum(boundary.long(), 1) == 0  # episode begun before the window
+            tokens = self.teacher(x, segments, carried, continues)
+        else:
+            tokens = self.teacher(x, segments)
         if not isinstance(self.cell, WindowedCell):
             return tokens
-        if segments is None:
-            boundary = is_init.bool().clone()
-            boundary[:, 0] = True
-        else:
-            boundary = torch.ones_like(segments, dtype=torch.bool)
-            boundary[:, 1:] = segments[:, 1:] != segments[:, :-1]
-        return torch.cat([self.cell.labels(x, boundary), tokens], 2)
+        before = None if carried is None else carried[:, : self.cell.window]
+        return torch.cat([self.cell.labels(x, boundary, before, continues), tokens], 2)
 
     def teacher_memory(self, batch: TensorDictBase) -> torch.Tensor:
         """Labels ``m*`` for every step of ``batch (B, T)``: ``(B, T, K, d)``."""

@@ -46,7 +46,8 @@ def predictive_targets(
     - with ``far``: ``far_offset`` j, ``far_action`` a_{t+j}, ``far_reward`` r_{t+j},
       ``far_terminated`` (step t+j ended the episode) and ``far_valid``, ``(B, T)``, where t+j is
       the window's last step with probability ``far_last_prob`` (the step where episodic rewards
-      often come) and otherwise uniform in ``[t, last]``;
+      often come) and otherwise uniform in ``[t, last]``; a batch that already holds these keys
+      (far targets past the window, :mod:`smt_rl.smt.carry`) keeps its own;
     - with ``return_gamma``: ``return`` and ``return_valid`` ``(B, T)``
       (:func:`discounted_returns`).
     """
@@ -72,7 +73,11 @@ def predictive_targets(
         if isinstance(next_obs, TensorDict)
         else torch.stack([_shift(next_obs, k) for k in range(horizon)], 2),
     )
-    if far:
+    far_keys = ("far_offset", "far_action", "far_reward", "far_terminated", "far_valid")
+    if far and all(key in batch for key in far_keys):
+        for key in far_keys:
+            targets.set(key, batch[key])
+    elif far:
         batch_size, length = mask.shape
         t = torch.arange(length, device=mask.device).expand(batch_size, -1)
         last = (mask.sum(1, keepdim=True) - 1).clamp_min(0).expand(-1, length)

@@ -36,6 +36,7 @@ from smt_rl.records import (
     check_record,
 )
 from smt_rl.run_logger import RunLogger, truncate_log
+from smt_rl.smt.carry import CarriedMemoryCache, ChainedWindowSampler
 from smt_rl.smt.config import PretrainConfig
 from smt_rl.smt.dmt import offline_dmt_loss
 from smt_rl.smt.evaluate import rollout_metrics
@@ -144,9 +145,14 @@ def held_out_score(metrics: dict[str, float], probe: Probe | None) -> tuple[floa
 
 
 def build_phases(
-    model: SMTModel, cfg: PretrainConfig, method: str, generator: torch.Generator
+    model: SMTModel,
+    cfg: PretrainConfig,
+    method: str,
+    generator: torch.Generator,
+    chain: ChainedWindowSampler | None = None,
 ) -> list[Phase]:
-    """The phases in order: joint SMT then offline DMT (cell only), or the BPTT baseline."""
+    """The phases in order: joint SMT then offline DMT (cell only), or the BPTT baseline.
+    ``chain``: the sampler of chained windows (``model.carry``) both read carried memories from."""
     smt, offline = cfg.smt, cfg.offline_dmt
     if method == "bptt":
         loss = lambda b: bptt_loss(model, b, smt, generator)  # noqa: E731
@@ -157,7 +163,7 @@ def build_phases(
             smt.updates,
             list(model.parameters()),
             smt.lr,
-            lambda b: smt_loss(model, b, smt, generator),
+            lambda b: smt_loss(model, b, smt, generator, chain),
             "smt.lr",
         ),
         Phase(
@@ -165,7 +171,7 @@ def build_phases(
             offline.updates,
             model.cell.transition_parameters(),
             offline.lr,
-            lambda b: offline_dmt_loss(model, b, offline.c_match),
+            lambda b: offline_dmt_loss(model, b, offline.c_match, chain),
             "offline_dmt.lr",
         ),
     ]
@@ -203,6 +209,7 @@ class PretrainResumeState(Record):
     runner: RunnerState | None  # None: killed between phases
     metrics: dict[str, dict[str, float]]
     dmt_before: dict[str, Tensor] | None
+    carried: dict[str, Tensor] | None = None  # the carried-memory cache (model.carry; rank 0's)
     wall_s: float
     log_lines: NonNegativeInt
     model: dict[str, Tensor]
@@ -292,13 +299,31 @@ class Pretraining:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         train_ids, val_ids = split_episodes(dataset.num_episodes, cfg.data.val_fraction, cfg.seed)
         self.val_ids = val_ids[: cfg.data.val_max_episodes]
-        self.sampler = EpisodeSampler(
-            dataset, self._shard(train_ids), cfg.smt.seq_len, self.generator
-        )
+        self.chain: ChainedWindowSampler | None = None
+        self.sampler: EpisodeSampler | ChainedWindowSampler
+        if cfg.model.carry and method != "bptt":
+            cache = CarriedMemoryCache(
+                dataset.episode_lengths,
+                cfg.smt.carry_stride,
+                cfg.model.memory_tokens,
+                cfg.model.token_dim,
+            )
+            self.sampler = self.chain = ChainedWindowSampler(
+                dataset,
+                self._shard(train_ids),
+                cfg.smt.seq_len,
+                cache,
+                cfg.smt.far_last_prob,
+                self.generator,
+            )
+        else:
+            self.sampler = EpisodeSampler(
+                dataset, self._shard(train_ids), cfg.smt.seq_len, self.generator
+            )
         model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space)
         model.decoder.reward_scale.fill_(dataset.reward_scale())
         self.model = model.to(ctx.device)
-        self.phases = build_phases(self.model, cfg, method, self.generator)
+        self.phases = build_phases(self.model, cfg, method, self.generator, self.chain)
         # tensorboard steps count updates over all phases: phase i's first is offsets[i] + 1
         self.offsets = [
             sum(p.updates for p in self.phases[:i]) for i in range(len(self.phases) + 1)
@@ -439,6 +464,7 @@ class Pretraining:
                 "runner": None if runner.done else runner.state_dict(),
                 "metrics": self.metrics,
                 "dmt_before": self.dmt_before,
+                "carried": None if self.chain is None else self.chain.cache.state_dict(),
                 "wall_s": time.perf_counter() - self.started,
                 "log_lines": self.log_lines,
                 "model": self.model.state_dict(),
@@ -459,6 +485,8 @@ class Pretraining:
             torch.cuda.set_rng_state(state["cuda_rng"][rank], device)
         self.phase, self.metrics = state["phase"], state["metrics"]
         self.dmt_before, self.log_lines = state["dmt_before"], state["log_lines"]
+        if self.chain is not None and state.get("carried") is not None:
+            self.chain.cache.load_state_dict(state["carried"])
         if self.ctx.is_main:
             truncate_log(self.run_dir / "metrics.jsonl", self.log_lines)
         return float(state["wall_s"])
