@@ -97,9 +97,9 @@ def test_the_cache_walks_each_episode_forward_from_its_start():
 
 
 def test_carry_refuses_settings_it_cannot_serve():
-    with pytest.raises(ConfigError, match="model.far_context"):
+    with pytest.raises(ConfigError, match=r"model\.far_context"):
         config_from_dict(PretrainConfig, {"model": {"carry": True, "far_context": True}})
-    with pytest.raises(ConfigError, match="smt.carry_stride"):
+    with pytest.raises(ConfigError, match=r"smt\.carry_stride"):
         config_from_dict(
             PretrainConfig, {"model": {"carry": True}, "smt": {"seq_len": 16, "carry_stride": 32}}
         )

@@ -283,7 +283,11 @@ class SMTPPO(AgentBase):
                 metrics = self._ppo_update(rollout, last_value)
                 history = self.histories.extend(rollout.select(*STEP_INPUT_KEYS))
                 if cfg.onpolicy_dmt.enabled:
-                    metrics.update(self.dmt.update(rollout, history, self.generator))
+                    metrics.update(
+                        self.dmt.update(
+                            rollout, history, self.generator, remember=self.histories.remember
+                        )
+                    )
                 if self.online is not None:
                     metrics.update(self._online_smt_update(rollout))
                 metrics.update(loop.stats.metrics())

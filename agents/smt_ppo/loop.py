@@ -119,6 +119,8 @@ class HistoriesState(Record):
     tail: dict[str, Any] | None
     batch_size: list[NonNegativeInt] | None
     valid: Tensor | None
+    carried: Tensor | None = None  # the teacher's label before each tail (model.carry)
+    tail_start: Tensor | None = None
 
 
 class RunnerState(Record):

@@ -46,15 +46,19 @@ class CarriedMemoryCache:
         """Share of all cuts whose carried memory is known (1.0: every window reachable)."""
         return float(self.known.float().mean())
 
-    def sample_starts(self, episodes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A start step for each of ``episodes (B,)``: a cut with a known carried memory, uniform
-        among those of its episode: ``(B,)`` int64."""
+    def sample_starts(
+        self, episodes: torch.Tensor, generator: torch.Generator, start_prob: float = 0.0
+    ) -> torch.Tensor:
+        """A start step for each of ``episodes (B,)``: the episode's start with probability
+        ``start_prob``, else a cut with a known carried memory, uniform among those of its
+        episode: ``(B,)`` int64."""
         starts = torch.empty_like(episodes)
         draws = torch.rand(len(episodes), generator=generator)
+        at_start = torch.rand(len(episodes), generator=generator) < start_prob
         for i, episode in enumerate(episodes.tolist()):
             first = int(self.first[episode])
             known = self.known[first : first + int(self.slots[episode])].nonzero().squeeze(-1)
-            starts[i] = known[int(draws[i] * len(known))] * self.stride
+            starts[i] = 0 if at_start[i] else known[int(draws[i] * len(known))] * self.stride
         return starts
 
     def carried(self, episodes: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -132,9 +136,11 @@ def far_targets_to_episode_end(
 
 class ChainedWindowSampler:
     """Training windows for ``model.carry``: episodes drawn uniformly from ``episode_ids``, each
-    cut to ``T = min(seq_len, longest drawn)`` steps starting at a cut with a known carried
-    memory, with far targets to the episode's end. Call :meth:`store` with the labels of each
-    sampled batch so that later windows can start where it ends.
+    cut to ``T = min(seq_len, longest drawn)`` steps starting at the episode's start with
+    probability ``start_prob`` (where what must be carried is first seen, in tasks that show it
+    early), else at a cut with a known carried memory, with far targets to the episode's end.
+    Call :meth:`store` with the labels of each sampled batch so that later windows can start
+    where it ends.
     """
 
     def __init__(
@@ -145,9 +151,11 @@ class ChainedWindowSampler:
         cache: CarriedMemoryCache,
         far_last_prob: float,
         generator: torch.Generator,
+        start_prob: float = 0.0,
     ) -> None:
         self.dataset, self.episode_ids, self.seq_len = dataset, episode_ids, seq_len
         self.cache, self.far_last_prob, self.generator = cache, far_last_prob, generator
+        self.start_prob = start_prob
 
     def sample(self, batch_size: int) -> TensorDict:
         """A batch ``(B, T)``: the dataset's keys, the far targets to the episode end and
@@ -155,7 +163,7 @@ class ChainedWindowSampler:
         pick = torch.randint(len(self.episode_ids), (batch_size,), generator=self.generator)
         episodes = self.episode_ids[pick]
         length = min(self.seq_len, int(self.dataset.episode_lengths[episodes].max()))
-        starts = self.cache.sample_starts(episodes, self.generator)
+        starts = self.cache.sample_starts(episodes, self.generator, self.start_prob)
         batch = self.dataset.windows(episodes, starts, length)
         far = far_targets_to_episode_end(
             self.dataset, episodes, starts, batch["mask"], self.far_last_prob, self.generator

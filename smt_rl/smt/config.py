@@ -161,6 +161,11 @@ class SMTConfig(ConfigModel):
         description="with model.carry, windows of long episodes start at multiples of this "
         "many steps: where the memory carried into a window is cached",
     )
+    carry_start_prob: Fraction = Field(
+        0.0,
+        description="with model.carry, the chance that a window starts at its episode's start "
+        "(else at a cut whose carried memory is known, uniformly)",
+    )
     eval_every: Count = Field(250, description="updates between evaluations (drift, probes)")
     log_every: Count = Field(25, description="updates between metric lines")
     checkpoint_every: NonNegativeInt = Field(

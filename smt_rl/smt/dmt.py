@@ -165,6 +165,10 @@ class VisitedHistories:
     steps: all that the teacher's window needs to label the next rollout's steps exactly as it
     would label them on the whole episode.
 
+    With a teacher that reads carried memories (``model.carry``), also the teacher's label of the
+    step before each kept tail (:meth:`remember`), carried into the next labelling: so labels
+    chain across rollouts and hold what the episode showed before the teacher's window.
+
     Args:
         keep: steps kept per environment (the teacher's context minus one, at least one so that
             the label before a rollout's first step is known).
@@ -174,17 +178,23 @@ class VisitedHistories:
         self.keep = max(1, keep)
         self.tail: TensorDict | None = None  # (N, P) step inputs, padding first
         self.valid: torch.Tensor | None = None  # (N, P) bool, False on padding
+        self.carried: torch.Tensor | None = None  # (N, K, d): the label before each tail
+        self._tail_start: torch.Tensor | None = None  # (N,) column of the tail in the last sequence
 
-    def extend(self, steps: TensorDictBase) -> tuple[TensorDict, torch.Tensor, int]:
+    def extend(
+        self, steps: TensorDictBase
+    ) -> tuple[TensorDict, torch.Tensor, int, torch.Tensor | None]:
         """Append a rollout's step inputs ``(T, N)``.
 
         Returns:
-            ``(sequence (N, P + T), segments (N, P + T), P)``: each environment's kept steps
-            followed by the rollout's, their segment ids (:func:`episode_segments`) and the
-            column where the rollout's steps begin.
+            ``(sequence (N, P + T), segments (N, P + T), P, carried)``: each environment's kept
+            steps followed by the rollout's, their segment ids (:func:`episode_segments`), the
+            column where the rollout's steps begin, and the memory carried into the first column
+            (``(N, K, d)``, or None before anything was remembered).
         """
         steps = steps.permute(1, 0).contiguous()  # (N, T)
         n, t = steps.shape
+        carried = self.carried
         if self.tail is None:
             sequence, valid, offset = steps, torch.ones(n, t, dtype=torch.bool), 0
         else:
@@ -194,7 +204,15 @@ class VisitedHistories:
         valid = valid.to(steps.device)
         segments = episode_segments(sequence["is_init"], valid)
         self._keep_current(sequence, segments, valid)
-        return sequence, segments, offset
+        return sequence, segments, offset, carried
+
+    def remember(self, labels: torch.Tensor) -> None:
+        """Keep the teacher's label ``(N, S, K, d)`` of the last extended sequence at the step
+        before each environment's new tail (what the next labelling carries in)."""
+        assert self._tail_start is not None, "remember() follows extend()"
+        rows = torch.arange(labels.shape[0], device=labels.device)
+        before = (self._tail_start - 1).clamp_min(0).to(labels.device)
+        self.carried = labels[rows, before].detach().clone()
 
     def _keep_current(
         self, sequence: TensorDict, segments: torch.Tensor, valid: torch.Tensor
@@ -206,6 +224,7 @@ class VisitedHistories:
         columns = torch.arange(width, device=valid.device)
         self.tail = sequence[:, sequence.shape[1] - width :].clone()
         self.valid = columns[None, :] >= (width - kept)[:, None]
+        self._tail_start = sequence.shape[1] - kept
 
     def state_dict(self) -> dict[str, Any]:
         if self.tail is None:
@@ -214,34 +233,51 @@ class VisitedHistories:
             "tail": self.tail.cpu().to_dict(),
             "batch_size": list(self.tail.batch_size),
             "valid": self.valid.cpu(),
+            "carried": None if self.carried is None else self.carried.cpu(),
+            "tail_start": None if self._tail_start is None else self._tail_start.cpu(),
         }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         if state["tail"] is None:
-            self.tail = self.valid = None
+            self.tail = self.valid = self.carried = self._tail_start = None
             return
         self.tail = TensorDict(state["tail"], batch_size=state["batch_size"]).to(device)
         self.valid = state["valid"].to(device)
+        carried, start = state.get("carried"), state.get("tail_start")
+        self.carried = None if carried is None else carried.to(device)
+        self._tail_start = None if start is None else start.to(device)
 
 
 @torch.no_grad()
 def teacher_labels(
-    model: SMTModel, sequence: TensorDictBase, segments: torch.Tensor, offset: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: SMTModel,
+    sequence: TensorDictBase,
+    segments: torch.Tensor,
+    offset: int,
+    carried: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The teacher's ``(m*_t, m*_{t-1})`` for the steps of rows ``(N, S)`` from column ``offset``.
 
     Each step attends only to its own episode (``segments``); ``m*_{-1}`` at an episode start is
-    the cell's initial state.
+    the cell's initial state. ``carried (N, K, d)``: the memory before the first column, read by
+    a teacher built with ``model.carry`` (None: the first column starts an episode or is taken as
+    one).
 
     Returns:
-        Two ``(S - offset, N, K, d)`` tensors, time first (the rollout's layout).
+        Two ``(S - offset, N, K, d)`` tensors, time first (the rollout's layout), and the labels
+        of every column ``(N, S, K, d)`` (:meth:`VisitedHistories.remember` keeps what it needs).
     """
     x = model.step_encoder(sequence)
-    labels = model.labels(x, sequence["is_init"], segments)  # (N, S, K, d)
-    previous = previous_memory(model, labels, sequence["is_init"].bool())
+    if not model.cfg.carry:
+        carried = None
+    elif carried is None:
+        carried = model.cell.initial_state(x.shape[0]).to(x.dtype)
+    labels = model.labels(x, sequence["is_init"], segments, carried)  # (N, S, K, d)
+    previous = previous_memory(model, labels, sequence["is_init"].bool(), carried)
     return (
         labels[:, offset:].transpose(0, 1).contiguous(),
         previous[:, offset:].transpose(0, 1).contiguous(),
+        labels,
     )
 
 
@@ -328,14 +364,18 @@ class OnPolicyDMT:
         rollout: TensorDictBase,
         history: tuple[TensorDict, torch.Tensor, int],
         generator: torch.Generator,
+        remember: Callable[[torch.Tensor], None] | None = None,
     ) -> dict[str, float]:
         """Label ``rollout`` ``(T, N)`` (keys ``prev``, ``x``, ``memory``) from ``history`` (what
         :meth:`VisitedHistories.extend` returned for it), add it to the replay, train the cell.
+        ``remember`` (:meth:`VisitedHistories.remember`) receives the labels of every column.
 
         Returns ``dmt/loss`` (mean over the updates) and ``dmt/memory_mse`` (the drift of the
         memory the agent acted on from the teacher's labels, before the updates).
         """
-        labels, teacher_prev = teacher_labels(self.model, *history)
+        labels, teacher_prev, every_label = teacher_labels(self.model, *history)
+        if remember is not None:
+            remember(every_label)
         drift = float((rollout["memory"] - labels).pow(2).mean())
         decisions = decision_metrics(self.model, rollout["memory"], labels, rollout)
         rows = TensorDict(

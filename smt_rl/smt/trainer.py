@@ -315,6 +315,7 @@ class Pretraining:
                 cache,
                 cfg.smt.far_last_prob,
                 self.generator,
+                cfg.smt.carry_start_prob,
             )
         else:
             self.sampler = EpisodeSampler(
