@@ -21,14 +21,29 @@ class ActorCritic(nn.Module):
     caller).
 
     Args:
-        feature_dim: F = memory size Z + step-embedding width D.
+        feature_dim: F = memory size Z + step-embedding width D (+ n predicted rewards).
         action_space: the environment's action space.
         hidden: MLP width.
+        reward_prior: Discrete actions whose last n features are a predicted reward per action
+            only: that many times those rewards are added to the logits (0: none). A prior the
+            policy starts from and PPO corrects, not a feature it must learn to read.
     """
 
-    def __init__(self, feature_dim: int, action_space: spaces.Space, hidden: int) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        action_space: spaces.Space,
+        hidden: int,
+        reward_prior: float = 0.0,
+    ) -> None:
         super().__init__()
         self.action_space = action_space
+        self.reward_prior = reward_prior
+        if reward_prior and not isinstance(action_space, spaces.Discrete):
+            raise SpaceError(
+                f"action_space: a reward prior on the logits needs Discrete actions, got "
+                f"{action_space}; set ppo.decoder_prior=0."
+            )
         if isinstance(action_space, spaces.Discrete):
             self.splits = [int(action_space.n)]
         elif isinstance(action_space, spaces.MultiDiscrete):
@@ -52,7 +67,10 @@ class ActorCritic(nn.Module):
         return self.critic(features).squeeze(-1)
 
     def forward(self, features: torch.Tensor) -> tuple[_Distribution, torch.Tensor]:
-        return _Distribution(self, self.actor(features)), self.value(features)
+        out = self.actor(features)
+        if self.reward_prior:
+            out = out + self.reward_prior * features[..., -self.splits[0] :]
+        return _Distribution(self, out), self.value(features)
 
 
 class _Distribution:

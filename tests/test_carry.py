@@ -142,7 +142,7 @@ def test_the_memory_carries_the_cue_across_teacher_windows(tmp_path, tmaze60, ca
         "model.carry": carry,
         "smt.seq_len": 16,
         "smt.carry_stride": 8,
-        "smt.updates": 1800,
+        "smt.updates": 800,
         "smt.eval_every": 10_000,
         "offline_dmt.updates": 100,
         "data.val_max_episodes": 64,

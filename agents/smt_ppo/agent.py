@@ -144,9 +144,16 @@ class SMTPPO(AgentBase):
         features = model.cell.memory_size + model.cfg.embed_dim
         if self.reads_decoder:
             features += int(self.action_space.n)
-        self.policy = (policy or ActorCritic(features, self.action_space, cfg.ppo.hidden)).to(
-            self.device
+        if cfg.ppo.decoder_prior and not self.reads_decoder:
+            raise ConfigError(
+                f"config key 'ppo.decoder_prior' ({cfg.ppo.decoder_prior}) adds the decoder's "
+                "predicted rewards to the logits, which the heads then need to read. Fix: set "
+                "ppo.decoder_features=true, or ppo.decoder_prior=0."
+            )
+        heads = policy or ActorCritic(
+            features, self.action_space, cfg.ppo.hidden, reward_prior=cfg.ppo.decoder_prior
         )
+        self.policy = heads.to(self.device)
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.ppo.lr, eps=1e-5)
         dmt = cfg.onpolicy_dmt
         self.dmt = OnPolicyDMT(

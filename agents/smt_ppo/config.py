@@ -33,6 +33,12 @@ class PPOConfig(ConfigModel):
         description="the heads also read the reward the decoder predicts from the memory for "
         "each action (Discrete actions): what the memory already knows about the next reward",
     )
+    decoder_prior: NonNegative = Field(
+        0.0,
+        description="add this times the decoder's predicted reward of each action (in units of "
+        "the reward scale) to the policy's logits: one-step lookahead through the decoder, so "
+        "the policy starts from what the memory predicts (needs decoder_features); 0: none",
+    )
     resume_every: NonNegativeInt = Field(
         10,
         description="rollouts between resume states of the PPO x DMT loop (RUN_DIR/resume/"

@@ -162,7 +162,7 @@ class SMTConfig(ConfigModel):
         "many steps: where the memory carried into a window is cached",
     )
     carry_start_prob: Fraction = Field(
-        0.0,
+        0.5,
         description="with model.carry, the chance that a window starts at its episode's start "
         "(else at a cut whose carried memory is known, uniformly)",
     )
