@@ -7,6 +7,14 @@ one application of the memory cell per position); BPTT is :func:`smt_rl.smt.loss
 (the same cell unrolled over the T steps with gradients). Model sizes are those of
 ``configs/tmaze.yaml``.
 
+Windowed methods (issue 16) train on episodes of T steps without ever holding one whole:
+``smt_window`` is the SMT update of ``model.carry`` (a batch of B windows of ``--window`` steps
+drawn from the T-step episodes at cuts whose carried memory is known, the teacher reading it as
+prefix tokens, far targets to the episode end; ``context = --window``); ``bptt_window`` is
+truncated BPTT on the same windows (the cell unrolled over each window with gradients; carrying a
+detached state into it would cost the same). Their cost per sample-step is what must not grow
+with T.
+
 Every (method, T) runs in a fresh Python process (one torch thread), so that memory figures do
 not leak between cases. Per case: ``--warmup`` untimed updates, then the median (and min / max)
 of ``--repeats`` timed updates. Memory:
@@ -24,6 +32,7 @@ Usage::
 
     python benchmarks/update_cost_vs_length.py [--lengths 64 256 1024] [--batch-size 16]
         [--repeats 5] [--warmup 2] [--device auto] [--out benchmarks/results/...json]
+        [--methods smt bptt smt_window bptt_window] [--window 256]
 """
 
 from __future__ import annotations
@@ -46,13 +55,15 @@ from agents.pipeline import collect
 from smt_rl.config import load_config
 from smt_rl.data import TrajectoryDataset
 from smt_rl.device import autocast, resolve_device
+from smt_rl.models.common import rms_normalize
+from smt_rl.smt.carry import CarriedMemoryCache, ChainedWindowSampler
 from smt_rl.smt.losses import bptt_loss, smt_loss
 from smt_rl.smt.model import SMTModel
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "tmaze.yaml"
 ENV_ID = "smt_rl/PassiveTMaze-v0"
-METHODS = ("smt", "bptt")
+METHODS = ("smt", "bptt", "smt_window", "bptt_window")
 MIB = 2**20
 
 
@@ -103,26 +114,60 @@ def saved_tensor_bytes(fn) -> int:
 # ----------------------------------------------------------------------------- one case (worker)
 
 
-def run_case(method: str, data: str, batch_size: int, repeats: int, warmup: int, device_name: str):
+def _window_batch(cfg, dataset: TrajectoryDataset, batch_size: int, window: int):
+    """A batch of ``window``-step windows of the dataset's episodes at cuts of a carried-memory
+    cache whose every cut is known (random unit-RMS states), and the sampler that reads it."""
+    cache = CarriedMemoryCache(
+        dataset.episode_lengths, cfg.smt.carry_stride, cfg.model.memory_tokens, cfg.model.token_dim
+    )
+    cache.known[:] = True
+    cache.states.copy_(rms_normalize(torch.randn_like(cache.states)))
+    generator = torch.Generator().manual_seed(0)
+    sampler = ChainedWindowSampler(
+        dataset, torch.arange(dataset.num_episodes), window, cache, 0.5, generator, 0.0
+    )
+    return sampler.sample(batch_size), sampler
+
+
+def run_case(
+    method: str,
+    data: str,
+    batch_size: int,
+    repeats: int,
+    warmup: int,
+    device_name: str,
+    window: int = 256,
+):
     """Time and measure ``method``'s update on one fixed batch; returns a JSON-able dict."""
     torch.set_num_threads(1)
     device = resolve_device(device_name)
     cfg = load_config(TrainConfig, CONFIG)  # the file holds the agent's sections too
     torch.manual_seed(0)
     dataset = TrajectoryDataset(data)
-    # the same batch for both methods: same dataset, same generator seed
-    batch = dataset.sample_episodes(batch_size, generator=torch.Generator().manual_seed(0))
+    episode_steps = int(dataset.episode_lengths.max())
+    chain = None
+    if method.endswith("_window"):
+        updates = {"carry": method == "smt_window", "context": window}
+        cfg.model = cfg.model.model_copy(update=updates)
+        cfg.smt = cfg.smt.model_copy(update={"carry_stride": min(64, window)})
+        batch, chain = _window_batch(cfg, dataset, batch_size, window)
+    else:
+        # the same batch for both methods: same dataset, same generator seed
+        batch = dataset.sample_episodes(batch_size, generator=torch.Generator().manual_seed(0))
     batch = batch.to(device)
     steps = int(batch.shape[1])
     model = SMTModel(cfg.model, dataset.observation_space, dataset.action_space).to(device)
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.smt.lr, weight_decay=cfg.smt.weight_decay)
     generator = torch.Generator().manual_seed(0)
-    loss_fn = smt_loss if method == "smt" else bptt_loss
 
     def forward():
         with autocast(device):
-            return loss_fn(model, batch, cfg.smt, generator)[0]
+            if method == "smt_window":
+                return smt_loss(model, batch, cfg.smt, generator, chain)[0]
+            if method == "smt":
+                return smt_loss(model, batch, cfg.smt, generator)[0]
+            return bptt_loss(model, batch, cfg.smt, generator)[0]
 
     def update() -> None:
         loss = forward()
@@ -173,7 +218,8 @@ def run_case(method: str, data: str, batch_size: int, repeats: int, warmup: int,
     result.update(
         {
             "method": method,
-            "T": steps,
+            "T": episode_steps,
+            "steps_per_sample": steps,
             "batch_size": batch_size,
             "device": str(device),
             "repeats": repeats,
@@ -216,27 +262,19 @@ def _cpu_model() -> str | None:
 
 
 def print_table(rows: list[dict], cuda: bool) -> None:
-    by = {(r["method"], r["T"]): r for r in rows}
-    lengths = sorted({r["T"] for r in rows})
     mem = "CUDA peak MiB" if cuda else "peak RSS growth MiB"
     print(
-        f"\n| T | method | s / update (median [min, max]) | us / sample-step | {mem} "
-        "| saved-for-backward MiB | BPTT / SMT time |"
+        f"\n| T | method | steps / sample | s / update (median [min, max]) | us / sample-step "
+        f"| {mem} | saved-for-backward MiB |"
     )
     print("|---|---|---|---|---|---|---|")
-    for steps in lengths:
-        smt, bptt = by.get(("smt", steps)), by.get(("bptt", steps))
-        ratio = f"{bptt['s_per_update'] / smt['s_per_update']:.2f}x" if smt and bptt else "n/a"
-        for r in (smt, bptt):
-            if r is None:
-                continue
-            m = r["cuda_peak_mib"] if cuda else r["peak_rss_growth_mib"]
-            print(
-                f"| {steps} | {r['method'].upper()} | {r['s_per_update']:.4f} "
-                f"[{r['s_per_update_min']:.4f}, {r['s_per_update_max']:.4f}] | "
-                f"{r['us_per_sample_step']:.2f} | {m} | {r['saved_mib']} | "
-                f"{ratio if r['method'] == 'bptt' else ''} |"
-            )
+    for r in sorted(rows, key=lambda r: (r["T"], METHODS.index(r["method"]))):
+        m = r["cuda_peak_mib"] if cuda else r["peak_rss_growth_mib"]
+        print(
+            f"| {r['T']} | {r['method']} | {r['steps_per_sample']} | {r['s_per_update']:.4f} "
+            f"[{r['s_per_update_min']:.4f}, {r['s_per_update_max']:.4f}] | "
+            f"{r['us_per_sample_step']:.2f} | {m} | {r['saved_mib']} |"
+        )
 
 
 def main() -> None:
@@ -246,7 +284,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed updates per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates per case")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=["smt", "bptt"], choices=METHODS)
+    parser.add_argument(
+        "--window", type=int, default=256, help="window of the *_window methods (steps)"
+    )
     parser.add_argument("--out", default="benchmarks/results/update_cost_vs_length.json")
     # internal: run one case in this process and print its JSON
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -257,7 +298,13 @@ def main() -> None:
 
     if args.worker:
         row = run_case(
-            args.method, args.data, args.batch_size, args.repeats, args.warmup, args.device
+            args.method,
+            args.data,
+            args.batch_size,
+            args.repeats,
+            args.warmup,
+            args.device,
+            args.window,
         )
         print("RESULT " + json.dumps(row))
         return
@@ -297,6 +344,8 @@ def main() -> None:
                     str(args.warmup),
                     "--device",
                     device,
+                    "--window",
+                    str(args.window),
                 ]
                 case_start = time.perf_counter()
                 env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -320,6 +369,8 @@ def main() -> None:
             "config": "configs/tmaze.yaml (model defaults)",
             "env": ENV_ID,
             "lengths": args.lengths,
+            "methods": args.methods,
+            "window": args.window,
             "batch_size": args.batch_size,
             "repeats": args.repeats,
             "warmup": args.warmup,

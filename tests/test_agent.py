@@ -182,3 +182,33 @@ def test_train_reuses_a_finished_pretraining_with_the_same_settings(trained_run,
     assert pretrain_summary.stat().st_mtime_ns == before
     with pytest.raises(ConfigError, match=r"smt differ.*out="):
         train("configs/tmaze.yaml", [*base, "smt.updates=201"], progress=False)
+
+
+def test_decoder_prior_adds_the_predicted_rewards_to_the_logits_and_needs_them_as_features():
+    from gymnasium import spaces
+
+    from agents.config import TrainConfig
+    from agents.policy import ActorCritic
+    from smt_rl.config import load_config
+    from smt_rl.smt.model import SMTModel
+
+    torch.manual_seed(0)
+    plain = ActorCritic(6, spaces.Discrete(2), 8)
+    prior = ActorCritic(6, spaces.Discrete(2), 8, reward_prior=3.0)
+    prior.load_state_dict(plain.state_dict())
+    features = torch.randn(5, 6)
+    features[:, -2:] = torch.tensor([1.0, -1.0])  # the decoder: action 0 pays, action 1 costs
+    base = plain(features)[0].parts[0].logits
+    shifted = prior(features)[0].parts[0].logits
+    # logits are normalised log-probabilities: compare the gap between the two actions
+    torch.testing.assert_close(
+        (shifted[:, 0] - shifted[:, 1]) - (base[:, 0] - base[:, 1]), torch.full((5,), 6.0)
+    )
+    assert (prior(features)[0].parts[0].probs[:, 0] > 0.99).all()  # acts on it from the start
+    with pytest.raises(SpaceError, match="decoder_prior"):
+        ActorCritic(6, spaces.Box(-1, 1, (2,)), 8, reward_prior=1.0)
+    cfg = load_config(TrainConfig, "configs/tmaze.yaml", ["ppo.decoder_prior=2.0"])
+    env = make_env("smt_rl/PassiveTMaze-v0", {"length": 3})
+    model = SMTModel(cfg.model, env.observation_space, env.action_space)
+    with pytest.raises(ConfigError, match="decoder_features=true"):
+        SMTPPO(model, cfg)
