@@ -46,6 +46,8 @@ def run_specs(suite: SuiteConfig, seeds: int | None = None) -> list[RunSpec]:
     for seed in range(seeds or suite.seeds):
         for task in suite.tasks:
             for method in suite.methods:
+                if task.methods is not None and method not in task.methods:
+                    continue
                 out = run_folder(suite.out, task.name, method, seed)
                 specs.append(
                     RunSpec(task.name, method, seed, out, _command(task, method, seed, out))

@@ -49,6 +49,11 @@ class SuiteTask(ConfigModel):
     method_overrides: dict[Algo, list[str]] = Field(
         default_factory=dict, description="per method: key=value overrides of that method alone"
     )
+    methods: list[Algo] | None = Field(
+        None,
+        description="the suite's methods run on this task (e.g. where a baseline cannot reach); "
+        "null: all of them",
+    )
 
 
 class SuiteConfig(ConfigModel):
