@@ -128,6 +128,27 @@ def test_far_targets_of_chained_windows_reach_the_episode_end(tmaze60):
     assert (batch["far_reward"][real].abs() == 1).all()  # the junction reward, past the window
 
 
+def test_rows_continue_their_episode_from_the_last_cut_with_a_fresh_carried_memory(tmaze60):
+    dataset = TrajectoryDataset(tmaze60)
+    cache = CarriedMemoryCache(dataset.episode_lengths, 8, 4, 16)
+    generator = torch.Generator().manual_seed(0)
+    sampler = ChainedWindowSampler(dataset, torch.arange(64), 16, cache, 0.5, generator, 1.0, 1.0)
+    first = sampler.sample(8)
+    assert (first["window_start"][:, 0] == 0).all()  # nothing known yet but the starts
+    labels = torch.randn(8, 16, 4, 16)
+    sampler.store(first, labels)
+    second = sampler.sample(8)  # every row goes on where its window ended (a cut at step 16)
+    assert torch.equal(second["episode"][:, 0], first["episode"][:, 0])
+    assert (second["window_start"][:, 0] == 16).all()
+    episodes = first["episode"][:, 0].tolist()
+    writer = [max(j for j, e in enumerate(episodes) if e == episode) for episode in episodes]
+    torch.testing.assert_close(sampler.carried(second), labels[writer, 15])  # one update old
+    for _ in range(3):  # 16, 32, 48: the episode (62 steps) ends inside the window at 48 ...
+        sampler.store(second, torch.randn(8, 16, 4, 16))
+        second = sampler.sample(8)
+    assert (second["window_start"][:, 0] == 0).all()  # ... so each row starts a new one
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("carry", [True, False])
 def test_the_memory_carries_the_cue_across_teacher_windows(tmp_path, tmaze60, carry):

@@ -141,6 +141,12 @@ class ChainedWindowSampler:
     early), else at a cut with a known carried memory, with far targets to the episode's end.
     Call :meth:`store` with the labels of each sampled batch so that later windows can start
     where it ends.
+
+    With probability ``continue_prob`` a row of the batch instead continues its previous window's
+    episode from the last cut inside that window: its carried memory is then the label the
+    teacher gave one update ago, not one cached many updates ago by an older teacher (a stale
+    code read at every one of a long episode's windows drifts from what the current teacher
+    writes).
     """
 
     def __init__(
@@ -152,18 +158,26 @@ class ChainedWindowSampler:
         far_last_prob: float,
         generator: torch.Generator,
         start_prob: float = 0.0,
+        continue_prob: float = 0.0,
     ) -> None:
         self.dataset, self.episode_ids, self.seq_len = dataset, episode_ids, seq_len
         self.cache, self.far_last_prob, self.generator = cache, far_last_prob, generator
-        self.start_prob = start_prob
+        self.start_prob, self.continue_prob = start_prob, continue_prob
+        self.previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (episodes, next cut)
 
     def sample(self, batch_size: int) -> TensorDict:
         """A batch ``(B, T)``: the dataset's keys, the far targets to the episode end and
         ``window_start`` (the window's first step; :meth:`carried` looks up what it carries)."""
         pick = torch.randint(len(self.episode_ids), (batch_size,), generator=self.generator)
         episodes = self.episode_ids[pick]
-        length = min(self.seq_len, int(self.dataset.episode_lengths[episodes].max()))
         starts = self.cache.sample_starts(episodes, self.generator, self.start_prob)
+        go_on = torch.rand(batch_size, generator=self.generator) < self.continue_prob
+        if self.previous is not None and len(self.previous[0]) == batch_size:
+            before, cut = self.previous
+            go_on &= cut >= 0
+            episodes = torch.where(go_on, before, episodes)
+            starts = torch.where(go_on, cut, starts)
+        length = min(self.seq_len, int(self.dataset.episode_lengths[episodes].max()))
         batch = self.dataset.windows(episodes, starts, length)
         far = far_targets_to_episode_end(
             self.dataset, episodes, starts, batch["mask"], self.far_last_prob, self.generator
@@ -178,5 +192,11 @@ class ChainedWindowSampler:
         return self.cache.carried(batch["episode"][:, 0].cpu(), batch["window_start"][:, 0].cpu())
 
     def store(self, batch: TensorDict, labels: torch.Tensor) -> None:
-        """Cache the carried memories at the cuts inside ``batch``'s windows."""
-        self.cache.store(batch["episode"][:, 0].cpu(), batch["window_start"][:, 0].cpu(), labels)
+        """Cache the carried memories at the cuts inside ``batch``'s windows, and remember where
+        each row would continue (the last cut inside its window; -1 past the episode's end)."""
+        episodes, starts = batch["episode"][:, 0].cpu(), batch["window_start"][:, 0].cpu()
+        self.cache.store(episodes, starts, labels)
+        stride = self.cache.stride
+        cut = (starts + labels.shape[1]) // stride * stride
+        ends = cut >= self.dataset.episode_lengths[episodes]
+        self.previous = (episodes, torch.where(ends | (cut <= starts), -1, cut))
