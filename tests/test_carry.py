@@ -128,11 +128,11 @@ def test_far_targets_of_chained_windows_reach_the_episode_end(tmaze60):
     assert (batch["far_reward"][real].abs() == 1).all()  # the junction reward, past the window
 
 
-def test_rows_continue_their_episode_from_the_last_cut_with_a_fresh_carried_memory(tmaze60):
+def test_streaming_rows_walk_their_episode_window_after_window_with_fresh_carried_memory(tmaze60):
     dataset = TrajectoryDataset(tmaze60)
     cache = CarriedMemoryCache(dataset.episode_lengths, 8, 4, 16)
     generator = torch.Generator().manual_seed(0)
-    sampler = ChainedWindowSampler(dataset, torch.arange(64), 16, cache, 0.5, generator, 1.0, 1.0)
+    sampler = ChainedWindowSampler(dataset, torch.arange(64), 16, cache, 0.5, generator, 0.0, 1.0)
     first = sampler.sample(8)
     assert (first["window_start"][:, 0] == 0).all()  # nothing known yet but the starts
     labels = torch.randn(8, 16, 4, 16)

@@ -142,11 +142,12 @@ class ChainedWindowSampler:
     Call :meth:`store` with the labels of each sampled batch so that later windows can start
     where it ends.
 
-    With probability ``continue_prob`` a row of the batch instead continues its previous window's
-    episode from the last cut inside that window: its carried memory is then the label the
-    teacher gave one update ago, not one cached many updates ago by an older teacher (a stale
-    code read at every one of a long episode's windows drifts from what the current teacher
-    writes).
+    The first ``stream_fraction`` of the batch's rows instead *stream*: each walks one episode
+    from its start to its end, window after window, carrying the label the teacher gave one
+    update ago, then takes another episode. The cache then holds labels of chains that were
+    fresh when written: without streams, a cut deep in a long episode holds a label computed from
+    a label cached earlier, computed from another..., each by an older teacher, so its code lags
+    the current teacher's by as many refreshes as the chain has hops.
     """
 
     def __init__(
@@ -158,11 +159,11 @@ class ChainedWindowSampler:
         far_last_prob: float,
         generator: torch.Generator,
         start_prob: float = 0.0,
-        continue_prob: float = 0.0,
+        stream_fraction: float = 0.0,
     ) -> None:
         self.dataset, self.episode_ids, self.seq_len = dataset, episode_ids, seq_len
         self.cache, self.far_last_prob, self.generator = cache, far_last_prob, generator
-        self.start_prob, self.continue_prob = start_prob, continue_prob
+        self.start_prob, self.stream_fraction = start_prob, stream_fraction
         self.previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (episodes, next cut)
 
     def sample(self, batch_size: int) -> TensorDict:
@@ -171,10 +172,11 @@ class ChainedWindowSampler:
         pick = torch.randint(len(self.episode_ids), (batch_size,), generator=self.generator)
         episodes = self.episode_ids[pick]
         starts = self.cache.sample_starts(episodes, self.generator, self.start_prob)
-        go_on = torch.rand(batch_size, generator=self.generator) < self.continue_prob
+        streams = torch.arange(batch_size) < round(self.stream_fraction * batch_size)
+        starts = torch.where(streams, 0, starts)  # a stream begins its episode at its start
         if self.previous is not None and len(self.previous[0]) == batch_size:
             before, cut = self.previous
-            go_on &= cut >= 0
+            go_on = streams & (cut >= 0)
             episodes = torch.where(go_on, before, episodes)
             starts = torch.where(go_on, cut, starts)
         length = min(self.seq_len, int(self.dataset.episode_lengths[episodes].max()))

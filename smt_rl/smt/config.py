@@ -166,11 +166,11 @@ class SMTConfig(ConfigModel):
         description="with model.carry, the chance that a window starts at its episode's start "
         "(else at a cut whose carried memory is known, uniformly)",
     )
-    carry_continue_prob: Fraction = Field(
+    carry_stream_fraction: Fraction = Field(
         0.0,
-        description="with model.carry, the chance that a row of the batch continues its "
-        "previous window's episode (carrying the label of one update ago, not a stale cached "
-        "one)",
+        description="with model.carry, the share of a batch's rows that walk whole episodes "
+        "window after window (carrying the label of one update ago, so cached labels come from "
+        "fresh chains)",
     )
     eval_every: Count = Field(250, description="updates between evaluations (drift, probes)")
     log_every: Count = Field(25, description="updates between metric lines")

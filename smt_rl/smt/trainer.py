@@ -316,7 +316,7 @@ class Pretraining:
                 cfg.smt.far_last_prob,
                 self.generator,
                 cfg.smt.carry_start_prob,
-                cfg.smt.carry_continue_prob,
+                cfg.smt.carry_stream_fraction,
             )
         else:
             self.sampler = EpisodeSampler(
