@@ -92,7 +92,7 @@ def episodes_from_tensordict(
     for key in ("action", ("next", "reward"), ("next", "done")):
         if key not in rows.keys(True):
             raise DatasetError(f"the collected tensordict has no {key!r} entry; it is required.")
-    fields = _step_fields(rows, observation_space, action_space)
+    fields = step_fields(rows, observation_space, action_space)
     pieces, lengths, returns, successes = [], [], [], []
     for b, start, end in _episode_bounds(fields["starts"], fields["ends"]):
         pieces.append(_episode(fields, b, start, end))
@@ -109,7 +109,7 @@ def episodes_from_tensordict(
     return torch.cat(pieces, 0), lengths, returns, (successes if has_success else None)
 
 
-def _step_fields(
+def step_fields(
     rows: TensorDictBase, observation_space: spaces.Space, action_space: spaces.Space
 ) -> dict[str, Any]:
     """Rows ``(B, T)`` of collected steps as the per-step fields of the stored layout, plus
