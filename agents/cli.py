@@ -128,6 +128,17 @@ def _add_benchmark(sub) -> None:
     bench.add_argument("--jobs", type=_positive_int, default=1, help="runs at once")
     bench.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
     bench.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: processes on this machine (--jobs at once); ray: one Ray task per run, "
+        "each reserving the suite's cpus_per_run / gpus_per_run",
+    )
+    bench.add_argument(
+        "--ray-address", default=None, help="a Ray cluster's address (default: a local Ray)"
+    )
+    bench.add_argument("--ray-cpus", type=_positive_int, default=None, help="CPUs of the local Ray")
+    bench.add_argument(
         "--report-only", action="store_true", help="start no run: tabulate the finished ones"
     )
     bench.add_argument(
@@ -253,6 +264,9 @@ def _benchmark(args: argparse.Namespace) -> int:
         started["overrides"],
         tasks=started["tasks"],
         run=not args.report_only,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        ray_cpus=args.ray_cpus,
     )
     print(Path(result["results"]).read_text())
     print("plots:", *result["plots"], sep="\n  ")

@@ -480,9 +480,12 @@ def benchmark(
     echo: Any = print,
     tasks: Sequence[str] | None = None,
     run: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_cpus: int | None = None,
 ) -> dict[str, Any]:
     """Run a suite and write its results; same as ``smt-rl benchmark SUITE [--seeds N]
-    [--jobs J] [key=value ...]``.
+    [--jobs J] [--engine ray] [key=value ...]``.
 
     Runs every (task, method, seed) that has not finished yet as its own ``smt-rl train`` process
     (at most ``jobs`` at once), then writes ``OUT/results.md``, ``OUT/results.json`` and
@@ -497,6 +500,11 @@ def benchmark(
         echo: where progress lines go.
         tasks: run (and tabulate) only these task names of the suite.
         run: False: start nothing, only tabulate and plot the runs already finished.
+        engine: ``"local"``: processes on this machine, ``jobs`` at once; ``"ray"``: one Ray task
+            per run (:func:`agents.bench.ray_runner.run_all_ray`), each reserving the suite's
+            ``cpus_per_run`` / ``gpus_per_run``.
+        ray_address: a Ray cluster's address (None: a local Ray).
+        ray_cpus: CPUs of the local Ray (None: all of this machine's).
 
     Returns:
         ``{"rows": [...], "results": path, "plots": [...], "failed": [...]}``.
@@ -527,7 +535,23 @@ def benchmark(
                     "tasks": list(tasks) if tasks else None,
                 },
             )
-        report = run_all(specs, jobs, echo) if run else {"failed": []}
+        if not run:
+            report = {"failed": []}
+        elif engine == "ray":
+            from agents.bench.ray_runner import run_all_ray
+
+            report = run_all_ray(
+                specs,
+                ray_address,
+                ray_cpus,
+                suite_cfg.cpus_per_run,
+                suite_cfg.gpus_per_run,
+                echo,
+            )
+        elif engine == "local":
+            report = run_all(specs, jobs, echo)
+        else:
+            raise ConfigError(f"engine {engine!r} is not one of 'local', 'ray'.")
         records = [read_run(s.out, s.task) for s in specs if s.finished]
         rows = aggregate(records)
         path = write_results(rows, out, f"Suite {suite_cfg.name}")

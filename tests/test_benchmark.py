@@ -173,3 +173,26 @@ def test_time_to_success_is_the_first_logged_wall_clock_at_the_threshold():
     rows = aggregate([record, RunRecord(Path("x"), "t", "smt_ppo", 1, {}, curve[:1])])
     assert rows[0]["time_to_success"] == [20.0, None]
     assert "1/2 seeds, 20 s" in markdown_table(rows)
+
+
+def test_quick_suite_runs_through_a_local_ray_with_two_cpus(tmp_path):
+    """The same suite as one Ray task per run on a local Ray of 2 CPUs: the same run folders,
+    table and skipping of finished runs as the local engine."""
+    pytest.importorskip("ray")
+    out = tmp_path / "quick_ray"
+    lines: list[str] = []
+    result = benchmark(
+        "quick", overrides=[f"out={out}"], echo=lines.append, engine="ray", ray_cpus=2
+    )
+    assert result["failed"] == []
+    assert {row["method"] for row in result["rows"]} == ALL_METHODS
+    assert sum(line.startswith("finished") for line in lines) == 4
+    for row in result["rows"]:
+        assert 3000 <= row["env_steps"] <= 3000 + 512
+        log = Path(row["runs"][0], "train.log").read_text()
+        assert "[ray]" in log  # started by a Ray task
+    lines.clear()
+    again = benchmark("quick", overrides=[f"out={out}"], echo=lines.append, engine="ray")
+    assert lines == ["4 runs already finished: skipped"] and again["rows"] == result["rows"]
+    with pytest.raises(ConfigError, match="engine"):
+        benchmark("quick", overrides=[f"out={out}"], echo=lines.append, engine="dask")

@@ -133,7 +133,7 @@ def _start(spec: RunSpec, env: dict[str, str]) -> Child:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_dies_with_parent(),
+            preexec_fn=dies_with_parent(),
         )
         return Child(spec, process, time.perf_counter(), log.tell())
 
@@ -146,13 +146,19 @@ def _report(child: Child, report: dict[str, list[RunSpec]], echo: Callable[[str]
         echo(f"finished {spec.task} {spec.method} seed {spec.seed} ({took:.0f} s)")
         return
     report["failed"].append(spec)
-    with open(spec.out / "train.log", "rb") as log:
-        log.seek(child.log_from)
-        tail = log.read().decode(errors="replace").strip()[-800:]
     echo(
         f"FAILED   {spec.task} {spec.method} seed {spec.seed} "
-        f"(exit {child.process.returncode}); {spec.out / 'train.log'} ends:\n{tail}"
+        f"(exit {child.process.returncode}); {spec.out / 'train.log'} ends:\n"
+        f"{tail_of_log(spec.out, child.log_from)}"
     )
+
+
+def tail_of_log(out: Path, log_from: int, chars: int = 800) -> str:
+    """The last ``chars`` characters a run's attempt wrote to ``OUT/train.log`` from offset
+    ``log_from`` (earlier attempts excluded)."""
+    with open(out / "train.log", "rb") as log:
+        log.seek(log_from)
+        return log.read().decode(errors="replace").strip()[-chars:]
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -165,7 +171,7 @@ def _kill(process: subprocess.Popen) -> None:
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
 
 
-def _dies_with_parent() -> Callable[[], None]:
+def dies_with_parent() -> Callable[[], None]:
     """A ``preexec_fn`` that makes a child the leader of its own process group (Ctrl-C reaches
     the runner, which kills the group) and, on Linux, SIGKILLed when this process dies."""
     parent = os.getpid()

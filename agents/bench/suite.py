@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import Field
 
 from agents.config import ALGOS, Algo
-from smt_rl.config import ConfigModel, Count, load_config
+from smt_rl.config import ConfigModel, Count, NonNegative, load_config
 from smt_rl.errors import ConfigError
 
 SUITES_DIR = Path("configs") / "suites"
@@ -66,6 +66,13 @@ class SuiteConfig(ConfigModel):
         default_factory=lambda: list(ALGOS), min_length=1, description="algos to compare"
     )
     tasks: list[SuiteTask] = Field(default_factory=list, description="the tasks")
+    cpus_per_run: Count = Field(
+        1,
+        description="CPU cores each run uses (its torch threads; what Ray reserves per trial)",
+    )
+    gpus_per_run: NonNegative = Field(
+        0.0, description="GPUs Ray reserves per trial (fractions share a GPU); 0: none"
+    )
 
 
 def suite_path(suite: str) -> Path:

@@ -1,0 +1,117 @@
+"""Run a suite's runs as Ray tasks: on this machine (a local Ray) or on a cluster (its address).
+
+One Ray task per (task, method, seed) run, each reserving the suite's ``cpus_per_run`` /
+``gpus_per_run``; the task starts the same ``smt-rl train`` process as the local runner
+(:func:`agents.bench.runner.run_all`) in the same working directory and appends to the same
+``OUT/train.log``, so results, skipping of finished runs and resuming are exactly as there. On a
+cluster every node needs the project installed at the same path and the suite's ``out`` folder on
+a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agents.bench.runner import RunSpec, dies_with_parent, tail_of_log
+from smt_rl.errors import ConfigError
+
+
+def _ray():
+    """The ``ray`` module, or a clear error naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "--engine ray needs the 'ray' package: pip install 'smt-rl[ray]' (or run the "
+            "benchmark with the local engine, the default)."
+        ) from exc
+    return ray
+
+
+def _train(command: list[str], out: str, cwd: str, threads: int) -> tuple[int, int, float]:
+    """Run one ``smt-rl train`` process, its output appended to ``OUT/train.log`` after a header
+    line; returns ``(exit code, where this attempt's output begins, seconds)``."""
+    began = time.perf_counter()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(folder / "train.log", "a") as log:
+        separator = "\n" if log.tell() else ""
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(f"{separator}--- {started} [ray] {shlex.join(command)}\n")
+        log.flush()
+        log_from = log.tell()
+        code = subprocess.call(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            preexec_fn=dies_with_parent(),  # killed with its Ray worker
+        )
+    return code, log_from, time.perf_counter() - began
+
+
+def run_all_ray(
+    specs: list[RunSpec],
+    address: str | None = None,
+    cpus: int | None = None,
+    cpus_per_run: int = 1,
+    gpus_per_run: float = 0.0,
+    echo: Callable[[str], None] = print,
+) -> dict[str, list[RunSpec]]:
+    """Run the unfinished runs as Ray tasks; same report as :func:`run_all`.
+
+    Args:
+        address: a Ray cluster's address (``ray://HOST:10001`` or ``auto``); None: start a local
+            Ray on this machine.
+        cpus: CPUs of the local Ray (None: all of this machine's); ignored with ``address``.
+        cpus_per_run: CPUs each run reserves (and its torch threads).
+        gpus_per_run: GPUs each run reserves.
+    """
+    ray = _ray()
+    report: dict[str, list[RunSpec]] = {"skipped": [], "finished": [], "failed": []}
+    queue = []
+    for spec in specs:
+        (report["skipped"] if spec.finished else queue).append(spec)
+    if report["skipped"]:
+        echo(f"{len(report['skipped'])} runs already finished: skipped")
+    if not queue:
+        return report
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = {"address": address} if address else {"num_cpus": cpus}
+        ray.init(**options, include_dashboard=False, log_to_driver=False)
+    try:
+        train = ray.remote(_train).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run)
+        cwd = os.getcwd()
+        pending = {}
+        for spec in queue:
+            ref = train.remote(spec.command, str(spec.out), cwd, cpus_per_run)
+            pending[ref] = spec
+            echo(f"queued   {spec.task} {spec.method} seed {spec.seed}")
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(done[0])
+            code, log_from, took = ray.get(done[0])
+            if code == 0 and spec.finished:
+                report["finished"].append(spec)
+                echo(f"finished {spec.task} {spec.method} seed {spec.seed} ({took:.0f} s)")
+            else:
+                report["failed"].append(spec)
+                echo(
+                    f"FAILED   {spec.task} {spec.method} seed {spec.seed} (exit {code}); "
+                    f"{spec.out / 'train.log'} ends:\n{tail_of_log(spec.out, log_from)}"
+                )
+    except BaseException:
+        if started_here:
+            ray.shutdown()  # stops the local Ray and the runs it started
+        raise
+    if started_here:
+        ray.shutdown()
+    return report
