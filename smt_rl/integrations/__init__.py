@@ -1,12 +1,20 @@
-"""Pretrained SMT memory inside other pipelines: a torchrl module and a gymnasium wrapper
-(for stable-baselines3 and any other library that takes a gymnasium env).
+"""Pretrained SMT memory inside other pipelines: a torchrl module, a gymnasium wrapper (for
+stable-baselines3 and any other library that takes a gymnasium env) and a stable-baselines3
+vector-env wrapper that steps the memory of all sub-environments at once.
 
-``PretrainedMemory`` is light; the torchrl pieces import torchrl, so they load on first use.
+``PretrainedMemory`` is light; the others import torchrl or stable-baselines3, so they load on
+first use.
 """
 
 from smt_rl.integrations.memory import PretrainedMemory
 
-__all__ = ["PretrainedMemory", "PreviousActionReward", "SMTMemoryModule", "SMTMemoryWrapper"]
+__all__ = [
+    "PretrainedMemory",
+    "PreviousActionReward",
+    "SMTMemoryModule",
+    "SMTMemoryVecWrapper",
+    "SMTMemoryWrapper",
+]
 
 
 def __getattr__(name: str):
@@ -18,4 +26,8 @@ def __getattr__(name: str):
         from smt_rl.integrations.gym_wrapper import SMTMemoryWrapper
 
         return SMTMemoryWrapper
+    if name == "SMTMemoryVecWrapper":
+        from smt_rl.integrations.sb3_vec import SMTMemoryVecWrapper
+
+        return SMTMemoryVecWrapper
     raise AttributeError(name)
