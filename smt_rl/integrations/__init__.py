@@ -1,8 +1,9 @@
 """SMT memory inside other pipelines: a torchrl module, torchrl losses that train it (SMT and
-DMT), and a gymnasium wrapper (for stable-baselines3 and any other library that takes a gymnasium
-env).
+DMT), a gymnasium wrapper (for stable-baselines3 and any other library that takes a gymnasium env)
+and a stable-baselines3 vector-env wrapper that steps the memory of all sub-environments at once.
 
-``PretrainedMemory`` is light; the torchrl pieces import torchrl, so they load on first use.
+``PretrainedMemory`` is light; the others import torchrl or stable-baselines3, so they load on
+first use.
 """
 
 from smt_rl.integrations.memory import PretrainedMemory
@@ -13,6 +14,7 @@ __all__ = [
     "PreviousActionReward",
     "SMTLoss",
     "SMTMemoryModule",
+    "SMTMemoryVecWrapper",
     "SMTMemoryWrapper",
 ]
 
@@ -30,4 +32,8 @@ def __getattr__(name: str):
         from smt_rl.integrations.gym_wrapper import SMTMemoryWrapper
 
         return SMTMemoryWrapper
+    if name == "SMTMemoryVecWrapper":
+        from smt_rl.integrations.sb3_vec import SMTMemoryVecWrapper
+
+        return SMTMemoryVecWrapper
     raise AttributeError(name)

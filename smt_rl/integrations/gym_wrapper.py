@@ -4,7 +4,8 @@ With it any feed-forward learner (stable-baselines3's PPO, A2C, DQN, ...) become
 without recurrent code: the wrapper runs the frozen memory ``m_t = f(m_{t-1}, x_t)`` one step per
 environment step and hands the policy ``(o_t, m_t)``. Each wrapped env keeps its own memory state,
 so it works under any vector env (e.g. ``make_vec_env(..., wrapper_class=SMTMemoryWrapper,
-wrapper_kwargs={"memory": ckpt})``)::
+wrapper_kwargs={"memory": ckpt})``); :class:`smt_rl.integrations.sb3_vec.SMTMemoryVecWrapper`
+gives the same observations from one batched memory call per vector step::
 
     env = gymnasium.make("smt_rl/PassiveTMaze-v0", length=30)
     env = SMTMemoryWrapper(env, "runs/tm30/checkpoint")  # from smt-rl pretrain
@@ -24,15 +25,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from smt_rl.errors import ConfigError, SpaceError
 from smt_rl.integrations.memory import PretrainedMemory
+from smt_rl.integrations.memory_obs import (
+    MemoryObservation,
+    check_mode,
+    check_same_spaces,
+    memory_numpy,
+)
 from smt_rl.memory import MemoryState
-from smt_rl.spaces import batch_to_tensor, check_space, space_to_dict, stack_observations
-
-MODES = ("dict", "flat")
+from smt_rl.spaces import batch_to_tensor, stack_observations
 
 
 class SMTMemoryWrapper(gym.Wrapper):
@@ -72,20 +75,16 @@ class SMTMemoryWrapper(gym.Wrapper):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(env)
-        if mode not in MODES:
-            raise ConfigError(f"mode: {mode!r} is not a mode; use mode='dict' or mode='flat'.")
+        check_mode(mode)
         if not isinstance(memory, PretrainedMemory):
             memory = PretrainedMemory.from_checkpoint(memory, device)
-        _check_same_spaces(env, memory)
+        check_same_spaces(env, memory)
         self.memory = memory
         self.mode, self.memory_key, self.observation_key = mode, memory_key, observation_key
-        memory_box = spaces.Box(-np.inf, np.inf, (memory.memory_size,), np.float32)
-        if mode == "dict":
-            self.observation_space = _dict_space(
-                env.observation_space, memory_box, memory_key, observation_key
-            )
-        else:
-            self.observation_space = _flat_space(env.observation_space, memory_box)
+        self._wrap = MemoryObservation(
+            env.observation_space, memory.memory_size, mode, memory_key, observation_key
+        )
+        self.observation_space = self._wrap.space
         self._state: MemoryState | None = None  # what the next step input reads; None: no reset
 
     @property
@@ -128,58 +127,4 @@ class SMTMemoryWrapper(gym.Wrapper):
 
     def _augment(self, obs: Any) -> Any:
         """The wrapped observation: ``obs`` with ``m_t`` as a float32 ``(Z,)`` vector."""
-        z = self._state.memory.reshape(-1).cpu().numpy().astype(np.float32)
-        if self.mode == "flat":
-            flat = spaces.flatten(self.env.observation_space, obs)
-            return np.concatenate([np.asarray(flat, dtype=np.float32), z])
-        if isinstance(self.env.observation_space, spaces.Dict):
-            return {**obs, self.memory_key: z}
-        return {self.observation_key: obs, self.memory_key: z}
-
-
-def _check_same_spaces(env: gym.Env, memory: PretrainedMemory) -> None:
-    """Raise :class:`SpaceError` when ``env``'s spaces are not the ones ``memory`` was built for."""
-    for field in ("observation_space", "action_space"):
-        env_space, mem_space = getattr(env, field), getattr(memory, field)
-        check_space(env_space, f"env.{field}")
-        if space_to_dict(env_space) != space_to_dict(mem_space):
-            raise SpaceError(
-                f"env.{field} is {env_space} but the memory's checkpoint was trained on a task "
-                f"with {field} {mem_space}: it was pretrained on another task. Wrap the env the "
-                "checkpoint was pretrained on, or pretrain a memory on this env "
-                "(smt-rl pretrain CONFIG env.id=...)."
-            )
-
-
-def _dict_space(
-    original: spaces.Space, memory_box: spaces.Box, memory_key: str, observation_key: str
-) -> spaces.Dict:
-    """Dict mode: ``{observation_key: original, memory_key: memory_box}``, or a Dict's members
-    plus ``memory_key``."""
-    if isinstance(original, spaces.Dict):
-        if memory_key in original.spaces:
-            raise ConfigError(
-                f"memory_key: {memory_key!r} is already a member of the Dict observation "
-                f"(members: {list(original.spaces)}); pass another memory_key."
-            )
-        return spaces.Dict({**original.spaces, memory_key: memory_box})
-    if memory_key == observation_key:
-        raise ConfigError(
-            f"memory_key and observation_key are both {memory_key!r}; give them different names."
-        )
-    return spaces.Dict({observation_key: original, memory_key: memory_box})
-
-
-def _flat_space(original: spaces.Space, memory_box: spaces.Box) -> spaces.Box:
-    """Flat mode: ``Box`` over ``concat(flatten(original), memory)`` (float32)."""
-    try:
-        flat = spaces.flatten_space(original)
-    except NotImplementedError:
-        flat = None
-    if not isinstance(flat, spaces.Box):
-        raise SpaceError(
-            f"env.observation_space: {original} cannot be flattened into a Box; use mode='dict'."
-        )
-    low = np.concatenate([flat.low.astype(np.float32), memory_box.low])
-    high = np.concatenate([flat.high.astype(np.float32), memory_box.high])
-    return spaces.Box(low, high, dtype=np.float32)
+        return self._wrap.single(obs, memory_numpy(self._state.memory)[0])

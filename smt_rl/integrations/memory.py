@@ -8,13 +8,17 @@ its DMT-refined cell). The teacher and the decoder are not kept.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from smt_rl.checkpoint import CheckpointError, open_checkpoint
+from smt_rl.checkpoint import SPEC_FILE, WEIGHTS_FILE, CheckpointError, open_checkpoint
 from smt_rl.device import resolve_device
+from smt_rl.io import atomic_write_bytes
 from smt_rl.memory import MemoryRunner
 from smt_rl.smt.config import ModelConfig
 from smt_rl.smt.model import SMTModel
@@ -23,12 +27,18 @@ from smt_rl.smt.model import SMTModel
 class PretrainedMemory(MemoryRunner):
     """A :class:`smt_rl.memory.MemoryRunner` (step encoder + memory cell), frozen: no gradients,
     eval mode. :meth:`step` and :meth:`scan` zero the previous action, reward and step count
-    where ``is_init``, whatever the caller left there."""
+    where ``is_init``, whatever the caller left there.
+
+    One loaded by :meth:`from_checkpoint` remembers its folder and the digest of the weights it
+    read, so that :meth:`save` can copy that checkpoint.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.requires_grad_(False)
         self.eval()
+        self.source: Path | None = None  # the checkpoint folder it was loaded from
+        self.weights_sha256: str | None = None  # the digest of the weights read from it
 
     @classmethod
     def from_checkpoint(
@@ -57,4 +67,36 @@ class PretrainedMemory(MemoryRunner):
         model = SMTModel(checkpoint.config(ModelConfig, "model"), observation_space, action_space)
         checkpoint.load_into(model, prefix)
         memory = cls(model.step_encoder, model.cell, observation_space, action_space)
+        memory.source, memory.weights_sha256 = Path(path), checkpoint.spec["weights_sha256"]
         return memory.to(resolve_device(device))
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Copy the checkpoint this memory was loaded from into ``folder`` (``checkpoint.json``
+        and ``model.safetensors``; the weights first, so the JSON commits the copy); the copy
+        loads with :meth:`from_checkpoint`. The memory is frozen: its checkpoint is all of it.
+
+        Raises:
+            CheckpointError: the memory was not loaded by :meth:`from_checkpoint`, or its
+                checkpoint folder was changed or removed since.
+        """
+        if self.source is None:
+            raise CheckpointError(
+                "this PretrainedMemory was not loaded from a checkpoint, so there is nothing to "
+                "copy; load it with PretrainedMemory.from_checkpoint(folder) to save it."
+            )
+        changed = CheckpointError(
+            f"the checkpoint {str(self.source)!r} this memory was loaded from was changed or "
+            "removed since; load the memory again (PretrainedMemory.from_checkpoint) and save it."
+        )
+        try:
+            spec_bytes = (self.source / SPEC_FILE).read_bytes()
+            weights = (self.source / WEIGHTS_FILE).read_bytes()
+            recorded = json.loads(spec_bytes).get("weights_sha256")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise changed from exc
+        if not recorded == hashlib.sha256(weights).hexdigest() == self.weights_sha256:
+            raise changed
+        folder = Path(folder)
+        atomic_write_bytes(folder / WEIGHTS_FILE, weights)
+        atomic_write_bytes(folder / SPEC_FILE, spec_bytes)
+        return folder
