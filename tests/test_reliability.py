@@ -197,8 +197,8 @@ def test_a_nan_loss_stops_pretraining_naming_phase_update_and_key(tmp_path, monk
 
     real = trainer.smt_loss
 
-    def poisoned(model, batch, cfg, generator=None):
-        loss, metrics = real(model, batch, cfg, generator)
+    def poisoned(model, batch, cfg, generator=None, chain=None):
+        loss, metrics = real(model, batch, cfg, generator, chain)
         return loss * float("nan"), metrics
 
     monkeypatch.setattr(trainer, "smt_loss", poisoned)
