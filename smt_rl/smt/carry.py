@@ -179,6 +179,7 @@ class ChainedWindowSampler:
             go_on = streams & (cut >= 0)
             episodes = torch.where(go_on, before, episodes)
             starts = torch.where(go_on, cut, starts)
+        self.previous = None  # a stream goes on only after store() saw this batch
         length = min(self.seq_len, int(self.dataset.episode_lengths[episodes].max()))
         batch = self.dataset.windows(episodes, starts, length)
         far = far_targets_to_episode_end(
