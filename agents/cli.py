@@ -132,7 +132,7 @@ def _add_benchmark(sub) -> None:
         choices=("local", "ray"),
         default="local",
         help="local: processes on this machine (--jobs at once); ray: one Ray task per run, "
-        "each reserving the suite's cpus_per_run / gpus_per_run",
+        "each reserving the suite's threads (CPUs) / gpus_per_run",
     )
     bench.add_argument(
         "--ray-address", default=None, help="a Ray cluster's address (default: a local Ray)"
@@ -215,10 +215,12 @@ def _pretrain(args: argparse.Namespace) -> int:
             "--list-keys`): pretrain checks them and ignores them"
         )
         return 0
-    from agents.pipeline import pretrain
+    from agents.pipeline import pretrain, pretrain_config
+    from smt_rl.device import set_threads
 
-    config, overrides = _split_config(args)
-    summary = pretrain(config, overrides, method=args.method, progress=not args.no_progress)
+    cfg = pretrain_config(*_split_config(args))
+    set_threads(cfg.threads)  # once, before any torch work
+    summary = pretrain(cfg, method=args.method, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         print(json.dumps(summary, indent=1))
     return 0
@@ -231,10 +233,12 @@ def _train(args: argparse.Namespace) -> int:
 
         print(describe_config(TrainConfig))
         return 0
-    from agents.pipeline import train
+    from agents.pipeline import train, train_config
+    from smt_rl.device import set_threads
 
-    config, overrides = _split_config(args)
-    print(json.dumps(train(config, overrides, progress=not args.no_progress), indent=1))
+    cfg = train_config(*_split_config(args))
+    set_threads(cfg.threads)  # once, before any torch work
+    print(json.dumps(train(cfg, progress=not args.no_progress), indent=1))
     return 0
 
 

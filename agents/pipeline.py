@@ -14,7 +14,7 @@ from typing import Any
 
 from agents.config import TrainConfig
 from agents.probes import probe_for
-from agents.registry import ALGORITHMS, agent_class, algo_of_kind
+from agents.registry import ALGORITHMS, agent_class, algo_of_kind, check_installed
 from agents.smt_ppo.loop import RESUME_FIX
 from envs import make_env
 from smt_rl import distributed
@@ -34,7 +34,7 @@ from smt_rl.data import (
     env_description,
 )
 from smt_rl.data.writer import check_dataset_folder
-from smt_rl.errors import ConfigError, DatasetError
+from smt_rl.errors import ConfigError, DatasetError, MissingExtraError
 from smt_rl.io import atomic_write_json
 from smt_rl.locks import FolderLock
 from smt_rl.records import NonNegativeInt, Record, check_record
@@ -105,7 +105,13 @@ def _resolve_config(cls: type, config: Any, overrides: Sequence[str]) -> Any:
     return load_config(cls, config, overrides)
 
 
-def _pretrain_config(config: Any, overrides: Sequence[str]) -> PretrainConfig:
+def train_config(config: Any = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """``train``'s validated config from a YAML path, a :class:`TrainConfig` or None (the
+    defaults), plus dotted ``key=value`` overrides."""
+    return _resolve_config(TrainConfig, config, overrides)
+
+
+def pretrain_config(config: Any = None, overrides: Sequence[str] = ()) -> PretrainConfig:
     """``pretrain``'s config. Config files hold the agent's sections too: a file is read with the
     train schema (a typo anywhere is caught) and its pretraining part kept; the overrides are
     checked against the pretraining keys alone."""
@@ -220,7 +226,7 @@ def pretrain(
     Returns:
         The run's summary (also in ``RUN_DIR/summary.json``).
     """
-    cfg = _pretrain_config(config, overrides)
+    cfg = pretrain_config(config, overrides)
     if cfg.data.path is None and cfg.data.episodes == 0:
         raise ConfigError(
             "data.episodes=0 and data.path=null: pretraining has no data to learn from; collect "
@@ -353,7 +359,7 @@ def train(
     Every check (config, task, ``data.path``, what the run folder already holds, the folder's
     lock) comes before the first write: a refused run leaves the folder as it was.
     """
-    cfg = _resolve_config(TrainConfig, config, overrides)
+    cfg = train_config(config, overrides)
     started = time.perf_counter()
     run_dir = Path(cfg.out)
     agent_cls = agent_class(cfg.algo)
@@ -491,6 +497,8 @@ def benchmark(
     (at most ``jobs`` at once), then writes ``OUT/results.md``, ``OUT/results.json`` and
     ``OUT/plots/*.png`` from every finished run of the suite. It holds ``OUT``'s lock throughout
     (a second benchmark on the same ``OUT`` is refused); each run holds its own run folder's.
+    Without matplotlib (a core install) the tables are written and the plots skipped, a line
+    naming the extra ``smt-rl[plots]``; a method whose extra is missing fails before any run.
 
     Args:
         suite: a suite file, or a name under ``configs/suites`` (``quick``, ``memory_length``...).
@@ -502,7 +510,7 @@ def benchmark(
         run: False: start nothing, only tabulate and plot the runs already finished.
         engine: ``"local"``: processes on this machine, ``jobs`` at once; ``"ray"``: one Ray task
             per run (:func:`agents.bench.ray_runner.run_all_ray`), each reserving the suite's
-            ``cpus_per_run`` / ``gpus_per_run``.
+            ``threads`` CPUs (at least one) and ``gpus_per_run`` GPUs.
         ray_address: a Ray cluster's address (None: a local Ray).
         ray_cpus: CPUs of the local Ray (None: all of this machine's).
 
@@ -522,6 +530,8 @@ def benchmark(
             )
         suite_cfg.tasks = [t for t in suite_cfg.tasks if t.name in tasks]
     specs = run_specs(suite_cfg, seeds)
+    for method in dict.fromkeys(s.method for s in specs if run):  # a missing extra: before any
+        check_installed(method)  # run starts
     out = Path(suite_cfg.out)
     with FolderLock(out, "out=") as lock:
         lock.claim()
@@ -544,7 +554,7 @@ def benchmark(
                 specs,
                 ray_address,
                 ray_cpus,
-                suite_cfg.cpus_per_run,
+                max(1, suite_cfg.threads),
                 suite_cfg.gpus_per_run,
                 echo,
             )
@@ -555,11 +565,14 @@ def benchmark(
         records = [read_run(s.out, s.task) for s in specs if s.finished]
         rows = aggregate(records)
         path = write_results(rows, out, f"Suite {suite_cfg.name}")
-        plots = plot_curves(records, out / "plots")
         lengths = {t.name: t.memory_length for t in suite_cfg.tasks if t.memory_length is not None}
-        memory_plot = plot_success_vs_memory(rows, lengths, out / "plots")
-    if memory_plot is not None:
-        plots.append(memory_plot)
+        try:
+            plots = plot_curves(records, out / "plots")
+            plots.append(plot_success_vs_memory(rows, lengths, out / "plots"))
+        except MissingExtraError as e:  # a core install: the tables, without the plots
+            echo(f"plots skipped: {e}")
+            plots = []
+    plots = [p for p in plots if p is not None]
     return {
         "rows": rows,
         "results": str(path),

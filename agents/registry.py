@@ -16,6 +16,7 @@ from agents.baselines.config import GRUPPOConfig, RecurrentPPOConfig, SB3PPOConf
 from agents.smt_ppo.config import OnlineSMTConfig, OnPolicyDMTConfig, PPOConfig
 from smt_rl.config import ConfigModel
 from smt_rl.errors import ConfigError
+from smt_rl.extras import require
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Algorithm:
     kind: str  # the checkpoint kind its agent writes (agent.kind)
     config: dict[str, type[ConfigModel]]  # the sections it adds to the train config, by key
     about: str  # one line for listings
+    needs: str | None = None  # an optional module it imports (smt_rl.extras.OPTIONAL), if any
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -50,6 +52,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         "recurrent_ppo_agent",
         {"recurrent_ppo": RecurrentPPOConfig},
         "sb3-contrib RecurrentPPO: an LSTM trained by BPTT",
+        needs="sb3_contrib",
     ),
     "gru_ppo": Algorithm(
         "agents.baselines.gru_ppo:GRUPPOAgent",
@@ -60,16 +63,29 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
-def agent_class(algo: str) -> type:
-    """The agent class of ``algo`` (imported now).
+def check_installed(algo: str) -> None:
+    """Fail now if ``algo`` is not registered or needs an optional package that is missing.
 
     Raises:
         ConfigError: ``algo`` is not registered.
+        MissingExtraError: its optional package is not installed (the extra is named).
     """
     if algo not in ALGORITHMS:
         raise ConfigError(
             f"algo {algo!r} is not an algorithm; choose one of {', '.join(ALGORITHMS)}."
         )
+    if ALGORITHMS[algo].needs is not None:
+        require(ALGORITHMS[algo].needs, f"algo={algo}")
+
+
+def agent_class(algo: str) -> type:
+    """The agent class of ``algo`` (imported now).
+
+    Raises:
+        ConfigError: ``algo`` is not registered.
+        MissingExtraError: ``algo`` needs an optional package that is not installed.
+    """
+    check_installed(algo)
     module, _, name = ALGORITHMS[algo].agent.partition(":")
     cls = getattr(importlib.import_module(module), name)
     if cls.kind != ALGORITHMS[algo].kind:

@@ -5,7 +5,7 @@ T-maze (``smt_rl/PassiveTMaze-v0``) and the adapted MiniGrid / POPGym memory tas
 (``smt_rl/MiniGrid-MemoryS7-v0``, ``smt_rl/popgym-RepeatFirstEasy-v0``, ...), so that
 ``gym.make`` builds them; registering again is a no-op. Use :func:`make_env` to build any task
 from config values. Depends only on gymnasium and numpy (MiniGrid and POPGym are imported lazily,
-when one of their envs is made).
+when one of their envs is made; POPGym is the optional extra ``smt-rl[popgym]``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .minigrid_memory import MiniGridSymbolic
 from .popgym_tasks import POPGymAdapter, adapt_space
 from .registry import (
     MEMORY_TASK_IDS,
+    MissingPackageError,
     TaskConfigError,
     UnknownTaskError,
     make_env,
@@ -39,6 +40,7 @@ __all__ = [
     "MEMORY_TASK_IDS",
     "TMAZE_ID",
     "MiniGridSymbolic",
+    "MissingPackageError",
     "POPGymAdapter",
     "PassiveTMaze",
     "TaskConfigError",

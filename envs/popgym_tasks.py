@@ -120,8 +120,13 @@ def make_popgym(env_id: str, max_episode_steps: int | None = None, **kwargs: Any
     The entry point of the ``smt_rl/popgym-*`` ids. Made without gymnasium's passive env checker:
     it would sit below the adapter and warn about what the adapter fixes (``check_env`` passes on
     the adapted env). ``max_episode_steps`` puts gymnasium's ``TimeLimit`` below the adapter.
+
+    Raises:
+        MissingPackageError: POPGym is not installed (``pip install 'smt-rl[popgym]'``).
     """
-    import popgym  # noqa: F401  (registers POPGym's ids; a slow import, so only here)
+    from .registry import import_provider
+
+    import_provider("popgym", env_id)  # registers POPGym's ids; a slow import, so only here
 
     env = gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **kwargs)
     return POPGymAdapter(env)

@@ -44,6 +44,8 @@ _FACTORIES = (_MINIGRID[1], _POPGYM[1])
 _ENTRY_POINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _FORM = "'package.module:Name' (a gymnasium.Env subclass or a function returning one)"
 _KWARG_ERROR = re.compile(r"unexpected keyword argument '(\w+)'|multiple values for \D*'(\w+)'")
+# Providers a core install (``pip install smt-rl``) leaves out: package -> (its tasks, the extra).
+OPTIONAL_PROVIDERS = {"popgym": ("POPGym tasks", "popgym")}
 
 
 class TaskConfigError(ValueError):
@@ -52,6 +54,32 @@ class TaskConfigError(ValueError):
 
 class UnknownTaskError(TaskConfigError):
     """``env.id`` is not a registered task."""
+
+
+class MissingPackageError(TaskConfigError, ImportError):
+    """The task's provider is an optional package that is not installed (the message names the
+    extra: ``pip install 'smt-rl[popgym]'``)."""
+
+
+def import_provider(package: str, env_id: str) -> None:
+    """Import the package that registers ``env_id``'s task.
+
+    Raises:
+        MissingPackageError: an optional provider (POPGym) is not installed.
+        TaskConfigError: any other import failure.
+    """
+    try:
+        importlib.import_module(package)
+    except ImportError as e:
+        missing = isinstance(e, ModuleNotFoundError) and e.name == package.split(".")[0]
+        if missing and package in OPTIONAL_PROVIDERS:
+            tasks, extra = OPTIONAL_PROVIDERS[package]
+            raise MissingPackageError(
+                f"env.id {env_id!r}: {tasks}: the {package!r} package is not installed (a core "
+                f"install leaves it out); pip install 'smt-rl[{extra}]', or 'smt-rl[all]' for "
+                "every extra."
+            ) from e
+        raise TaskConfigError(f"env.id {env_id!r}: cannot import {package!r} ({e}).") from e
 
 
 def register_adapted(env_id: str) -> str:
@@ -112,10 +140,7 @@ def _find_spec(env_id: Any) -> EnvSpec:
     plain = name.removeprefix(f"{NAMESPACE}/")
     provider = next((package for p, (package, _) in _ADAPTERS.items() if plain.startswith(p)), "")
     for package in filter(None, (module, provider)):
-        try:
-            importlib.import_module(package)
-        except ImportError as e:
-            raise TaskConfigError(f"env.id {env_id!r}: cannot import {package!r} ({e}).") from e
+        import_provider(package, env_id)
     if provider:
         twin = register_adapted(_registered(plain, env_id).id)
         name = twin if plain != name or not plain.startswith("BabyAI-") else name

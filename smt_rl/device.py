@@ -1,4 +1,5 @@
-"""Device selection and mixed precision: CUDA when present, bf16 autocast on CUDA only."""
+"""Device selection, CPU threads and mixed precision: CUDA when present, bf16 autocast on CUDA
+only."""
 
 from __future__ import annotations
 
@@ -34,3 +35,25 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def set_threads(threads: int) -> None:
+    """The config key ``threads``: ``torch.set_num_threads(threads)`` for this process, and the
+    inter-op threads too while torch still allows it (before its first inter-op work); 0 leaves
+    torch's default (``OMP_NUM_THREADS``, else one thread per core).
+
+    The ``smt-rl`` command calls it once, at its start; :func:`agents.pipeline.train` does not
+    (a library call leaves the caller's process settings alone).
+
+    Raises:
+        ConfigError: ``threads`` is negative.
+    """
+    if type(threads) is not int or threads < 0:
+        raise ConfigError(
+            f"threads: {threads!r} is not a thread count; give 1 or more, or 0 for torch's default."
+        )
+    if threads == 0:
+        return
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # inter-op work already started: keep torch's count
+        torch.set_num_interop_threads(threads)

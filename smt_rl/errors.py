@@ -30,3 +30,8 @@ class RunFolderError(SmtRlError, ValueError):
 class FolderLockedError(SmtRlError, RuntimeError):
     """Another live process writes to the folder (a run, a dataset, a benchmark) this one would
     write to; the message names it and when it started."""
+
+
+class MissingExtraError(SmtRlError, ImportError):
+    """A feature needs a package of an optional extra that is not installed; the message names
+    the extra to install (``pip install 'smt-rl[popgym]'``)."""

@@ -1,6 +1,7 @@
 """stable-baselines3 baselines: memoryless ``PPO`` (``algo: ppo``) and sb3-contrib's LSTM
 ``RecurrentPPO`` (``algo: recurrent_ppo``), behind the agent surface of
-:mod:`agents.baselines` (the one :class:`agents.smt_ppo.SMTPPO` offers).
+:mod:`agents.baselines` (the one :class:`agents.smt_ppo.SMTPPO` offers). sb3-contrib is the
+optional extra ``smt-rl[baselines]``, imported only when a RecurrentPPO agent is built.
 
 Observations: SB3's Mlp policies read one flat vector, so every environment made by ``env_fn`` is
 wrapped once more: an observation that is not already a 1-D float32 ``Box`` becomes a flat float32
@@ -28,7 +29,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
@@ -43,6 +43,7 @@ from agents.baselines.config import RecurrentPPOConfig, SB3PPOConfig
 from agents.config import TrainConfig
 from smt_rl.device import resolve_device
 from smt_rl.errors import SpaceError
+from smt_rl.extras import require
 from smt_rl.spaces import (
     check_space,
     is_single_observation,
@@ -202,7 +203,6 @@ class _SB3Agent(AgentBase):
     """
 
     kind: ClassVar[str]  # checkpoint kind
-    algorithm: ClassVar[type[OnPolicyAlgorithm]]  # PPO or RecurrentPPO
     policy_name: ClassVar[str]  # SB3 policy alias
     section: ClassVar[str]  # the TrainConfig field with this agent's settings
 
@@ -231,13 +231,18 @@ class _SB3Agent(AgentBase):
             )
         check_spaces(observation_space, action_space)
         self.observation_space, self.action_space = observation_space, action_space
-        policy_class = self.algorithm.policy_aliases[self.policy_name]
+        policy_class = self.algorithm().policy_aliases[self.policy_name]
         self.policy = policy_class(
             flat_space(observation_space),
             action_space,
             ConstantSchedule(self.settings.lr),
             **self._policy_kwargs(),
         ).to(self.device)
+
+    @classmethod
+    def algorithm(cls) -> type[OnPolicyAlgorithm]:
+        """The SB3 algorithm class (PPO or RecurrentPPO), imported when first needed."""
+        raise NotImplementedError
 
     def _policy_kwargs(self) -> dict[str, Any]:
         hidden = self.settings.hidden
@@ -258,7 +263,7 @@ class _SB3Agent(AgentBase):
         s = self.settings
         lr = AnnealedLR(s.lr) if s.anneal_lr else s.lr
         # seed= seeds python/numpy/torch and, through VecEnv.seed, env i with seed + i
-        return self.algorithm(
+        return self.algorithm()(
             self.policy_name,
             vec_env,
             learning_rate=lr,
@@ -381,9 +386,12 @@ class SB3PPOAgent(_SB3Agent):
     """
 
     kind = "sb3_ppo_agent"
-    algorithm = PPO
     policy_name = "MlpPolicy"
     section = "sb3_ppo"
+
+    @classmethod
+    def algorithm(cls) -> type[OnPolicyAlgorithm]:
+        return PPO
 
 
 class RecurrentPPOAgent(_SB3Agent):
@@ -394,9 +402,13 @@ class RecurrentPPOAgent(_SB3Agent):
     """
 
     kind = "recurrent_ppo_agent"
-    algorithm = RecurrentPPO
     policy_name = "MlpLstmPolicy"
     section = "recurrent_ppo"
+
+    @classmethod
+    def algorithm(cls) -> type[OnPolicyAlgorithm]:
+        """sb3-contrib's ``RecurrentPPO`` (the optional extra ``smt-rl[baselines]``)."""
+        return require("sb3_contrib", "algo=recurrent_ppo").RecurrentPPO
 
     def _policy_kwargs(self) -> dict[str, Any]:
         s: RecurrentPPOConfig = self.settings  # type: ignore[assignment]

@@ -1,5 +1,6 @@
 """PNG plots of benchmark results: return versus env steps and versus wall-clock per task, and
-success versus memory length (matplotlib, no display needed)."""
+success versus memory length (matplotlib, no display needed; the optional extra
+``smt-rl[plots]``)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ from typing import Any
 import numpy as np
 
 from agents.bench.results import RunRecord
+from smt_rl.extras import require
 
 CURVE_KEY = "rollout/return_mean"  # training-time return of the last 100 finished episodes
 
 
 def _pyplot():
-    import matplotlib
+    """matplotlib's pyplot on the Agg backend.
 
-    matplotlib.use("Agg")
+    Raises:
+        MissingExtraError: matplotlib is not installed (``pip install 'smt-rl[plots]'``).
+    """
+    require("matplotlib", "benchmark plots").use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -41,7 +46,11 @@ def _xy(record: RunRecord, axis: str) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_curves(records: list[RunRecord], folder: str | os.PathLike) -> list[Path]:
     """``return_vs_steps_TASK.png`` and ``return_vs_wall_TASK.png`` for every task: one line per
-    method (mean over seeds on a common grid), thin lines per seed."""
+    method (mean over seeds on a common grid), thin lines per seed.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (``pip install 'smt-rl[plots]'``).
+    """
     plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +100,11 @@ def plot_success_vs_memory(
     rows: list[dict[str, Any]], memory_length: dict[str, int], folder: str | os.PathLike
 ) -> Path | None:
     """``success_vs_memory_length.png``: eval success (mean, 95% CI bars) against the tasks'
-    memory lengths, one line per method; None when no task has a memory length."""
+    memory lengths, one line per method; None when no task has a memory length.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (``pip install 'smt-rl[plots]'``).
+    """
     points = [r for r in rows if r["task"] in memory_length and r["success"] is not None]
     if not points:
         return None

@@ -1,7 +1,7 @@
 """Run a suite's runs as Ray tasks: on this machine (a local Ray) or on a cluster (its address).
 
-One Ray task per (task, method, seed) run, each reserving the suite's ``cpus_per_run`` /
-``gpus_per_run``; the task starts the same ``smt-rl train`` process as the local runner
+One Ray task per (task, method, seed) run, each reserving the suite's ``threads`` CPUs (at least
+one) and ``gpus_per_run`` GPUs; the task starts the same ``smt-rl train`` process as the local runner
 (:func:`agents.bench.runner.run_all`) in the same working directory and appends to the same
 ``OUT/train.log``, so results, skipping of finished runs and resuming are exactly as there. On a
 cluster every node needs the project installed at the same path and the suite's ``out`` folder on
@@ -18,19 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agents.bench.runner import RunSpec, dies_with_parent, tail_of_log
-from smt_rl.errors import ConfigError
+from smt_rl.extras import require
 
 
 def _ray():
     """The ``ray`` module, or a clear error naming the extra that installs it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError(
-            "--engine ray needs the 'ray' package: pip install 'smt-rl[ray]' (or run the "
-            "benchmark with the local engine, the default)."
-        ) from exc
-    return ray
+    return require("ray", "smt-rl benchmark --engine ray")
 
 
 def _train(command: list[str], out: str, cwd: str, threads: int) -> tuple[int, int, float]:
@@ -39,7 +32,8 @@ def _train(command: list[str], out: str, cwd: str, threads: int) -> tuple[int, i
     began = time.perf_counter()
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = dict(os.environ)  # the command carries threads=T; OMP_NUM_THREADS follows it
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     with open(folder / "train.log", "a") as log:
         separator = "\n" if log.tell() else ""
         started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -71,7 +65,7 @@ def run_all_ray(
         address: a Ray cluster's address (``ray://HOST:10001`` or ``auto``); None: start a local
             Ray on this machine.
         cpus: CPUs of the local Ray (None: all of this machine's); ignored with ``address``.
-        cpus_per_run: CPUs each run reserves (and its torch threads).
+        cpus_per_run: CPUs each run reserves (and its OpenMP threads).
         gpus_per_run: GPUs each run reserves.
     """
     ray = _ray()

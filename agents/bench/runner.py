@@ -27,6 +27,7 @@ class RunSpec:
     seed: int  # seed
     out: Path  # run folder
     command: list[str]  # the process to start
+    threads: int = 1  # its `threads` key, also its OMP_NUM_THREADS (0: torch's default)
 
     @property
     def finished(self) -> bool:
@@ -49,13 +50,23 @@ def run_specs(suite: SuiteConfig, seeds: int | None = None) -> list[RunSpec]:
                 if task.methods is not None and method not in task.methods:
                     continue
                 out = run_folder(suite.out, task.name, method, seed)
-                specs.append(
-                    RunSpec(task.name, method, seed, out, _command(task, method, seed, out))
-                )
+                threads = _threads(task, method, suite.threads)
+                command = _command(task, method, seed, out, threads)
+                specs.append(RunSpec(task.name, method, seed, out, command, threads))
     return specs
 
 
-def _command(task: SuiteTask, method: str, seed: int, out: Path) -> list[str]:
+def _threads(task: SuiteTask, method: str, default: int) -> int:
+    """A run's torch threads: the last ``threads=N`` of its task's overrides, else the suite's."""
+    threads = default
+    for override in [*task.overrides, *task.method_overrides.get(method, [])]:
+        key, _, value = override.partition("=")
+        if key.strip() == "threads" and value.strip().isdigit():  # else the run rejects it
+            threads = int(value)
+    return threads
+
+
+def _command(task: SuiteTask, method: str, seed: int, out: Path, threads: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -64,6 +75,7 @@ def _command(task: SuiteTask, method: str, seed: int, out: Path) -> list[str]:
         task.config,
         *task.overrides,
         *task.method_overrides.get(method, []),
+        f"threads={threads}",
         f"algo={method}",
         f"seed={seed}",
         f"total_timesteps={task.budget}",
@@ -100,13 +112,11 @@ def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[R
     if report["skipped"]:
         echo(f"{len(report['skipped'])} runs already finished: skipped")
     running: list[Child] = []
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")  # J processes share the cores
     try:
         while queue or running:
             while queue and len(running) < max(1, jobs):
-                running.append(_start(queue.pop(0), env))
-                spec = running[-1].spec
+                spec = queue.pop(0)
+                running.append(_start(spec, _run_env(spec.threads)))
                 echo(f"started  {spec.task} {spec.method} seed {spec.seed}")
             time.sleep(0.5)
             for child in [c for c in running if c.process.poll() is not None]:
@@ -117,6 +127,15 @@ def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[R
             _kill(child.process)
         raise
     return report
+
+
+def _run_env(threads: int) -> dict[str, str]:
+    """A run's environment: this one, with ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` set to
+    its ``threads`` (0: left as they are, torch's default)."""
+    env = dict(os.environ)
+    if threads > 0:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
 
 
 def _start(spec: RunSpec, env: dict[str, str]) -> Child:

@@ -14,8 +14,9 @@ A suite file (``configs/suites/NAME.yaml``)::
         overrides: [env.kwargs.length=100]
         method_overrides: {smt_ppo: [data.episodes=1000]}
 
-Every run is ``smt-rl train CONFIG overrides... method_overrides... algo=METHOD seed=S
-total_timesteps=BUDGET budget_includes_data=true out=...``: the SMT agent's logged pretraining data
+Every run is ``smt-rl train CONFIG overrides... method_overrides... threads=T algo=METHOD seed=S
+total_timesteps=BUDGET budget_includes_data=true out=...`` with ``OMP_NUM_THREADS=T`` (``T``: the
+suite's ``threads``, or a task's own ``threads=`` override): the SMT agent's logged pretraining data
 is paid from the same budget as the baselines' interaction.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from pydantic import Field
 
 from agents.config import ALGOS, Algo
-from smt_rl.config import ConfigModel, Count, NonNegative, load_config
+from smt_rl.config import ConfigModel, Count, NonNegative, NonNegativeInt, load_config
 from smt_rl.errors import ConfigError
 
 SUITES_DIR = Path("configs") / "suites"
@@ -66,9 +67,10 @@ class SuiteConfig(ConfigModel):
         default_factory=lambda: list(ALGOS), min_length=1, description="algos to compare"
     )
     tasks: list[SuiteTask] = Field(default_factory=list, description="the tasks")
-    cpus_per_run: Count = Field(
+    threads: NonNegativeInt = Field(
         1,
-        description="CPU cores each run uses (its torch threads; what Ray reserves per trial)",
+        description="torch threads of each run (its `threads` key and OMP_NUM_THREADS; a task's "
+        "`threads=N` override wins; the CPUs Ray reserves per trial); 0: torch's default",
     )
     gpus_per_run: NonNegative = Field(
         0.0, description="GPUs Ray reserves per trial (fractions share a GPU); 0: none"

@@ -213,6 +213,11 @@ class PretrainConfig(ConfigModel):
     device: str = Field(
         "auto", description='"auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...'
     )
+    threads: NonNegativeInt = Field(
+        1,
+        description="torch CPU threads of the process (set by the smt-rl command; benchmark runs "
+        "also get OMP_NUM_THREADS); 0: torch's default (OMP_NUM_THREADS, else one per core)",
+    )
 
     @model_validator(mode="after")
     def _carry_stride_fits_a_window(self) -> PretrainConfig:
