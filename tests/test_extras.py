@@ -22,19 +22,36 @@ from smt_rl.errors import MissingExtraError
 from smt_rl.extras import OPTIONAL, require
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKED = tuple(OPTIONAL)  # sb3_contrib, popgym, matplotlib
+BLOCKED = tuple(OPTIONAL)  # sb3_contrib, popgym, matplotlib, ray
 
 # Run first in a child python: any import of a blocked module fails as if it were not installed,
-# and is recorded (by its top-level name) in ATTEMPTS.
+# and an attempt made by the project's own code (smt_rl, agents, envs; not a third party's
+# optional try-import, e.g. torchrl's of ray) is recorded (by its top-level name) in ATTEMPTS.
 BLOCKER = f"""
 import sys
 ATTEMPTS = []
+_OURS = [{str(ROOT / "smt_rl")!r}, {str(ROOT / "agents")!r}, {str(ROOT / "envs")!r}]
+def _importer():
+    frame = sys._getframe(2)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith("<frozen") or "importlib" in frame.f_code.co_filename
+    ):
+        frame = frame.f_back
+    return "" if frame is None else frame.f_code.co_filename
 class _Blocker:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {BLOCKED!r}:
-            ATTEMPTS.append(name)
+            if _importer().startswith(tuple(_OURS)):
+                ATTEMPTS.append(name)
             raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
 sys.meta_path.insert(0, _Blocker())
+import importlib.util as _util
+_find_spec = _util.find_spec
+def _probe(name, package=None):  # probing (torchrl probes for ray) finds nothing, as if absent
+    if name.split(".")[0] in {BLOCKED!r}:
+        return None
+    return _find_spec(name, package)
+_util.find_spec = _probe
 for _name in list(sys.modules):
     if _name.split(".")[0] in {BLOCKED!r}:
         del sys.modules[_name]
@@ -178,3 +195,16 @@ def test_pyproject_extras_match_the_optional_modules():
     assert {"pytest", "ruff"} <= names(extras["dev"])
     needs = {a.needs for a in ALGORITHMS.values()} - {None}
     assert needs <= set(OPTIONAL)
+
+
+def test_the_ray_engine_names_the_ray_extra(blocked, tmp_path):
+    from agents.pipeline import benchmark
+
+    with pytest.raises(MissingExtraError, match=r"--engine ray.*pip install 'smt-rl\[ray\]'"):
+        benchmark(
+            "quick",
+            overrides=[f"out={tmp_path / 'b'}", "methods=[smt_ppo,ppo]"],
+            echo=lambda _: None,
+            engine="ray",
+        )
+    assert not (tmp_path / "b" / "tmaze_2").exists()  # no run started

@@ -1,8 +1,8 @@
 """Run a suite's runs as Ray tasks: on this machine (a local Ray) or on a cluster (its address).
 
 One Ray task per (task, method, seed) run, each reserving the suite's ``threads`` CPUs (at least
-one) and ``gpus_per_run`` GPUs; the task starts the same ``smt-rl train`` process as the local runner
-(:func:`agents.bench.runner.run_all`) in the same working directory and appends to the same
+one) and ``gpus_per_run`` GPUs; the task starts the same ``smt-rl train`` process as the local
+runner (:func:`agents.bench.runner.run_all`) in the same working directory and appends to the same
 ``OUT/train.log``, so results, skipping of finished runs and resuming are exactly as there. On a
 cluster every node needs the project installed at the same path and the suite's ``out`` folder on
 a shared filesystem.
