@@ -517,9 +517,11 @@ def benchmark(
     Returns:
         ``{"rows": [...], "results": path, "plots": [...], "failed": [...]}``.
     """
-    from agents.bench import aggregate, load_suite, read_run, run_all, run_specs, write_results
+    from agents.bench import aggregate, load_suite, read_run, run_specs, write_results
     from agents.bench.plots import plot_curves, plot_success_vs_memory
 
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine {engine!r} is not one of 'local', 'ray'.")
     suite_cfg = load_suite(suite, list(overrides))
     if tasks:
         unknown = sorted(set(tasks) - {t.name for t in suite_cfg.tasks})
@@ -545,23 +547,9 @@ def benchmark(
                     "tasks": list(tasks) if tasks else None,
                 },
             )
-        if not run:
-            report = {"failed": []}
-        elif engine == "ray":
-            from agents.bench.ray_runner import run_all_ray
-
-            report = run_all_ray(
-                specs,
-                ray_address,
-                ray_cpus,
-                max(1, suite_cfg.threads),
-                suite_cfg.gpus_per_run,
-                echo,
-            )
-        elif engine == "local":
-            report = run_all(specs, jobs, echo)
-        else:
-            raise ConfigError(f"engine {engine!r} is not one of 'local', 'ray'.")
+        report = {"failed": []}
+        if run:
+            report = _run_suite(specs, suite_cfg, engine, jobs, ray_address, ray_cpus, echo)
         records = [read_run(s.out, s.task) for s in specs if s.finished]
         rows = aggregate(records)
         path = write_results(rows, out, f"Suite {suite_cfg.name}")
@@ -579,6 +567,27 @@ def benchmark(
         "plots": [str(p) for p in plots],
         "failed": [str(s.out) for s in report["failed"]],
     }
+
+
+def _run_suite(
+    specs: list,
+    suite_cfg: Any,
+    engine: str,
+    jobs: int,
+    ray_address: str | None,
+    ray_cpus: int | None,
+    echo: Any,
+) -> dict[str, list]:
+    """Run a suite's unfinished runs on ``engine`` (see :func:`benchmark`); returns the runner's
+    report."""
+    if engine == "ray":
+        from agents.bench.ray_runner import run_all_ray
+
+        threads = max(1, suite_cfg.threads)
+        return run_all_ray(specs, ray_address, ray_cpus, threads, suite_cfg.gpus_per_run, echo)
+    from agents.bench import run_all
+
+    return run_all(specs, jobs, echo)
 
 
 BENCHMARK_FILE = "benchmark.json"  # in a benchmark's out folder: how it was started

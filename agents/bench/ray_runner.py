@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.bench.runner import RunSpec, dies_with_parent, tail_of_log
+from agents.bench.runner import RunSpec, dies_with_parent, file_outcome, split_finished
 from smt_rl.extras import require
 
 
@@ -69,12 +69,7 @@ def run_all_ray(
         gpus_per_run: GPUs each run reserves.
     """
     ray = _ray()
-    report: dict[str, list[RunSpec]] = {"skipped": [], "finished": [], "failed": []}
-    queue = []
-    for spec in specs:
-        (report["skipped"] if spec.finished else queue).append(spec)
-    if report["skipped"]:
-        echo(f"{len(report['skipped'])} runs already finished: skipped")
+    report, queue = split_finished(specs, echo)
     if not queue:
         return report
     started_here = not ray.is_initialized()
@@ -92,16 +87,7 @@ def run_all_ray(
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             spec = pending.pop(done[0])
-            code, log_from, took = ray.get(done[0])
-            if code == 0 and spec.finished:
-                report["finished"].append(spec)
-                echo(f"finished {spec.task} {spec.method} seed {spec.seed} ({took:.0f} s)")
-            else:
-                report["failed"].append(spec)
-                echo(
-                    f"FAILED   {spec.task} {spec.method} seed {spec.seed} (exit {code}); "
-                    f"{spec.out / 'train.log'} ends:\n{tail_of_log(spec.out, log_from)}"
-                )
+            file_outcome(spec, *ray.get(done[0]), report, echo)
     except BaseException:
         if started_here:
             ray.shutdown()  # stops the local Ray and the runs it started

@@ -105,12 +105,7 @@ def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[R
     Returns ``{"skipped": [...], "finished": [...], "failed": [...]}``. A failed run is reported
     (with the tail of its log) and the others go on; running the benchmark again retries it.
     """
-    report: dict[str, list[RunSpec]] = {"skipped": [], "finished": [], "failed": []}
-    queue = []
-    for spec in specs:
-        (report["skipped"] if spec.finished else queue).append(spec)
-    if report["skipped"]:
-        echo(f"{len(report['skipped'])} runs already finished: skipped")
+    report, queue = split_finished(specs, echo)
     running: list[Child] = []
     try:
         while queue or running:
@@ -121,7 +116,10 @@ def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[R
             time.sleep(0.5)
             for child in [c for c in running if c.process.poll() is not None]:
                 running.remove(child)
-                _report(child, report, echo)
+                took = time.perf_counter() - child.began
+                file_outcome(
+                    child.spec, child.process.returncode, child.log_from, took, report, echo
+                )
     except BaseException:
         for child in running:
             _kill(child.process)
@@ -157,18 +155,38 @@ def _start(spec: RunSpec, env: dict[str, str]) -> Child:
         return Child(spec, process, time.perf_counter(), log.tell())
 
 
-def _report(child: Child, report: dict[str, list[RunSpec]], echo: Callable[[str], None]) -> None:
-    """File a run that ended as finished or failed (with the tail of its attempt's log)."""
-    spec, took = child.spec, time.perf_counter() - child.began
-    if child.process.returncode == 0 and spec.finished:
+def split_finished(
+    specs: list[RunSpec], echo: Callable[[str], None]
+) -> tuple[dict[str, list[RunSpec]], list[RunSpec]]:
+    """``(report, queue)``: a report whose ``skipped`` holds the runs already finished (said
+    through ``echo``) and the runs still to start, in order."""
+    report: dict[str, list[RunSpec]] = {"skipped": [], "finished": [], "failed": []}
+    queue = []
+    for spec in specs:
+        (report["skipped"] if spec.finished else queue).append(spec)
+    if report["skipped"]:
+        echo(f"{len(report['skipped'])} runs already finished: skipped")
+    return report, queue
+
+
+def file_outcome(
+    spec: RunSpec,
+    returncode: int,
+    log_from: int,
+    took: float,
+    report: dict[str, list[RunSpec]],
+    echo: Callable[[str], None],
+) -> None:
+    """File a run that ended as finished or failed (with the tail of its attempt's log, which
+    begins at ``log_from`` in ``OUT/train.log``)."""
+    if returncode == 0 and spec.finished:
         report["finished"].append(spec)
         echo(f"finished {spec.task} {spec.method} seed {spec.seed} ({took:.0f} s)")
         return
     report["failed"].append(spec)
     echo(
         f"FAILED   {spec.task} {spec.method} seed {spec.seed} "
-        f"(exit {child.process.returncode}); {spec.out / 'train.log'} ends:\n"
-        f"{tail_of_log(spec.out, child.log_from)}"
+        f"(exit {returncode}); {spec.out / 'train.log'} ends:\n{tail_of_log(spec.out, log_from)}"
     )
 
 

@@ -25,6 +25,7 @@ from smt_rl.checkpoint import CheckpointError
 from smt_rl.faults import kill_point
 from smt_rl.memory import MemoryState
 from smt_rl.records import NonNegativeInt, OptimizerState, Record, Tensor, check_record
+from smt_rl.smt.trainer import RunnerState
 from smt_rl.tree_file import load_tree, save_tree
 
 STATS_WINDOW = 100  # finished episodes averaged in rollout/return_mean and rollout/success_rate
@@ -121,16 +122,6 @@ class HistoriesState(Record):
     valid: Tensor | None
     carried: Tensor | None = None  # the teacher's label before each tail (model.carry)
     tail_start: Tensor | None = None
-
-
-class RunnerState(Record):
-    """A phase runner's state (``PhaseRunner.state_dict``)."""
-
-    update: NonNegativeInt
-    optimizer: OptimizerState
-    sums: dict[str, float]
-    count: NonNegativeInt
-    last: dict[str, float]
 
 
 class OnlineSMTState(Record):

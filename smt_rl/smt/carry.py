@@ -16,6 +16,7 @@ import torch
 from tensordict import TensorDict
 
 from smt_rl.data.dataset import TrajectoryDataset
+from smt_rl.smt.targets import far_steps
 
 
 class CarriedMemoryCache:
@@ -115,14 +116,11 @@ def far_targets_to_episode_end(
         ``far_offset``, ``far_action``, ``far_reward``, ``far_terminated``, ``far_valid``, each
         ``(B, T, ...)`` (the keys :func:`smt_rl.smt.targets.predictive_targets` returns).
     """
-    batch, steps = mask.shape
+    steps = mask.shape[1]
     lengths = dataset.episode_lengths[episodes][:, None]  # (B, 1)
     t = starts[:, None] + torch.arange(steps)[None]  # (B, T) step within the episode
-    last = lengths - 1
-    span = (last - t + 1).clamp_min(1)
-    uniform = t + (torch.rand(batch, steps, generator=generator) * span).long().clamp_max(span - 1)
-    pick_last = torch.rand(batch, steps, generator=generator) < far_last_prob
-    target = torch.where(pick_last, last.expand(-1, steps), uniform).clamp(max=last).clamp_min(0)
+    last = (lengths - 1).expand(-1, steps)
+    target = far_steps(t, last, far_last_prob, generator).clamp(max=last).clamp_min(0)
     flat = dataset.episode_starts[episodes][:, None] + target
     rows = dataset._gather(flat, keys=["action", ("next", "reward"), ("next", "terminated")])
     return {

@@ -27,6 +27,21 @@ def discounted_returns(batch: TensorDict, gamma: float) -> tuple[torch.Tensor, t
     return (tail / discount).float(), valid
 
 
+def far_steps(
+    t: torch.Tensor,
+    last: torch.Tensor,
+    far_last_prob: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The far target's step for each step ``t`` (``(B, T)``, any int): ``last`` (same shape) with
+    probability ``far_last_prob``, else uniform in ``[t, last]`` (``t`` where ``last < t``)."""
+    uniform = torch.rand(t.shape, generator=generator).to(t.device)
+    span = (last - t + 1).clamp_min(1)
+    random_step = t + (uniform * span).long().clamp_max(span - 1)
+    pick_last = torch.rand(t.shape, generator=generator).to(t.device) < far_last_prob
+    return torch.where(pick_last, last, random_step)
+
+
 def predictive_targets(
     batch: TensorDict,
     horizon: int,
@@ -81,11 +96,7 @@ def predictive_targets(
         batch_size, length = mask.shape
         t = torch.arange(length, device=mask.device).expand(batch_size, -1)
         last = (mask.sum(1, keepdim=True) - 1).clamp_min(0).expand(-1, length)
-        uniform = torch.rand(mask.shape, generator=generator).to(mask.device)
-        span = (last - t + 1).clamp_min(1)
-        random_step = t + (uniform * span).long().clamp_max(span - 1)
-        pick_last = torch.rand(mask.shape, generator=generator).to(mask.device) < far_last_prob
-        target_step = torch.where(pick_last, last, random_step).clamp_min(t)
+        target_step = far_steps(t, last, far_last_prob, generator).clamp_min(t)
         rows = torch.arange(batch_size, device=mask.device)[:, None]
         targets.set("far_offset", target_step - t)
         targets.set("far_action", batch["action"][rows, target_step])
