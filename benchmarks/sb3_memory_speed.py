@@ -6,6 +6,8 @@ PassiveTMaze envs), on one torch thread:
 - ``plain``: PPO ``MlpPolicy`` on the raw observations (no memory), the reference;
 - ``batched_dict`` / ``batched_flat``: PPO on :class:`SMTMemoryVecWrapper` (one memory call per
   vector step), ``MultiInputPolicy`` on dict observations / ``MlpPolicy`` on flat ones;
+- ``batched_flat_eager``: as ``batched_flat`` with ``memory.trace = False`` (every memory step
+  eager: what the trace of the common step saves);
 - ``per_env_dict``: PPO ``MultiInputPolicy`` on :class:`SMTMemoryWrapper` inside each env (one
   memory call per env step).
 
@@ -60,7 +62,7 @@ PPO_KWARGS = {
     "ent_coef": 0.0,
     "device": "cpu",
 }
-VARIANTS = ("plain", "batched_dict", "batched_flat", "per_env_dict")
+VARIANTS = ("plain", "batched_dict", "batched_flat", "batched_flat_eager", "per_env_dict")
 
 
 def build(variant: str, memory: PretrainedMemory, num_envs: int, length: int) -> PPO:
@@ -74,9 +76,11 @@ def build(variant: str, memory: PretrainedMemory, num_envs: int, length: int) ->
         venv = DummyVecEnv([lambda: SMTMemoryWrapper(tmaze(), memory)] * num_envs)
     else:
         venv = DummyVecEnv([tmaze] * num_envs)
+    memory.trace = not variant.endswith("eager")
     if variant.startswith("batched"):
-        venv = SMTMemoryVecWrapper(venv, memory, mode=variant.removeprefix("batched_"))
-    policy = "MultiInputPolicy" if variant.endswith("dict") else "MlpPolicy"
+        mode = variant.removeprefix("batched_").removesuffix("_eager")
+        venv = SMTMemoryVecWrapper(venv, memory, mode=mode)
+    policy = "MultiInputPolicy" if "dict" in variant else "MlpPolicy"
     return PPO(policy, venv, seed=0, **PPO_KWARGS)
 
 
@@ -97,23 +101,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--length", type=int, default=30, help="PassiveTMaze corridor length")
+    parser.add_argument(
+        "--cell-hidden",
+        type=int,
+        default=256,
+        help="the memory cell's hidden width (model.cell_hidden)",
+    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--out", default="benchmarks/results/sb3_memory_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "pretrain"
-        overrides = [*PRETRAIN, f"env.kwargs.length={args.length}", f"out={run}"]
+        overrides = [
+            *PRETRAIN,
+            f"env.kwargs.length={args.length}",
+            f"model.cell_hidden={args.cell_hidden}",
+            f"out={run}",
+        ]
         pretrain("configs/tmaze.yaml", overrides, progress=False)
         memory = PretrainedMemory.from_checkpoint(run / "checkpoint")
 
-    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    variants = ["plain", *(v for v in VARIANTS if v in args.variants and v != "plain")]
+    rates: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.repeats):  # interleaved, so that load from other jobs hits all alike
-        for variant in VARIANTS:
+        for variant in variants:
             make = lambda v=variant: build(v, memory, args.num_envs, args.length)  # noqa: E731
             rates[variant].append(time_learn(make, args.warmup, args.timesteps))
     median = {v: statistics.median(r) for v, r in rates.items()}
-    slowdown = {v: median["plain"] / median[v] for v in VARIANTS}
+    slowdown = {v: median["plain"] / median[v] for v in variants}
     result = {
         "task": f"{envs.TMAZE_ID} length={args.length}",
         "num_envs": args.num_envs,
@@ -121,7 +138,12 @@ def main() -> None:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "ppo": PPO_KWARGS,
-        "memory": {"tokens": memory.memory_shape[0], "token_dim": memory.memory_shape[1]},
+        "memory": {
+            "tokens": memory.memory_shape[0],
+            "token_dim": memory.memory_shape[1],
+            "cell_hidden": args.cell_hidden,
+            "parameters": sum(p.numel() for p in memory.parameters()),
+        },
         "rates": rates,
         "median": median,
         "slowdown_vs_plain": slowdown,
@@ -133,7 +155,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print("| variant | env steps/s (median) | slowdown vs plain |")
     print("|---|---:|---:|")
-    for variant in VARIANTS:
+    for variant in variants:
         print(f"| {variant} | {median[variant]:,.0f} | {slowdown[variant]:.2f}x |")
 
 

@@ -79,6 +79,20 @@ class MemoryState:
         return cls(**{f.name: data[f.name].to(device) for f in fields(cls)})
 
 
+def continuing_step(
+    step_encoder: StepEncoder,
+    cell: MemoryCell,
+    observation: torch.Tensor | TensorDictBase | dict,
+    state: MemoryState,
+) -> torch.Tensor:
+    """``m_t (N, K, d)`` for observations ``o_t (N, *o)`` read after ``state`` where no row starts
+    an episode (so nothing is reset or zeroed): :meth:`MemoryRunner.advance`'s common step, also
+    what :mod:`smt_rl.integrations.traced_step` traces."""
+    no_start = torch.zeros_like(state.prev_reward, dtype=torch.bool)
+    rest = (state.prev_action, state.prev_reward, no_start, state.step_count)
+    return cell.step(state.memory, step_encoder.embed(observation, *rest))
+
+
 class MemoryRunner(nn.Module):
     """The step encoder and the memory cell, stepped or scanned without gradients.
 
@@ -159,6 +173,34 @@ class MemoryRunner(nn.Module):
         else:
             prev = self.cell.reset_where(memory, inputs["is_init"])
         return x, prev, self.cell.step(prev, x)
+
+    @torch.no_grad()
+    def advance(
+        self,
+        observation: torch.Tensor | TensorDictBase,
+        state: MemoryState,
+        is_init: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``m_t (N, K, d)`` for observations ``o_t (N, *o)`` read after ``state`` (its memory is
+        ``m_{t-1}``; its previous action, reward and step count are those of ``o_t``): the act-time
+        path of the wrappers, the same numbers as :meth:`step` without building a TensorDict.
+
+        Args:
+            is_init: ``(N,)`` bool, where ``o_t`` starts an episode (there the memory restarts and
+                the previous action, reward and step count are zeroed); None: no row starts, which
+                skips the resets (a vector step where no environment ended).
+        """
+        if is_init is None:
+            return continuing_step(self.step_encoder, self.cell, observation, state)
+        is_init = is_init.bool()
+        x = self.step_encoder.embed(
+            observation,
+            _zero_where(is_init, state.prev_action),
+            _zero_where(is_init, state.prev_reward.float()),
+            is_init,
+            _zero_where(is_init, state.step_count.long()),
+        )
+        return self.cell.step(self.cell.reset_where(state.memory, is_init), x)
 
     def step(self, inputs: TensorDictBase, memory: torch.Tensor | None = None) -> torch.Tensor:
         """``m_t (N, K, d)`` after step inputs ``(N,)`` given in any form (the previous action,

@@ -120,10 +120,9 @@ class SMTMemoryWrapper(gym.Wrapper):
         """``m_t = f(m_{t-1}, x_t)`` for the observation ``o_t`` read after the current state."""
         mem, state = self.memory, self._state
         space = mem.observation_space
-        observation = batch_to_tensor(space, stack_observations([obs], space), 1)
-        is_init_t = torch.tensor([is_init], device=mem.device)
-        inputs = mem.inputs(observation.to(mem.device), state, is_init_t)
-        state.memory = mem.transition(inputs, state.memory)[2]
+        observation = batch_to_tensor(space, stack_observations([obs], space), 1).to(mem.device)
+        starts = torch.ones(1, dtype=torch.bool, device=mem.device) if is_init else None
+        state.memory = mem.advance(observation, state, starts)
 
     def _augment(self, obs: Any) -> Any:
         """The wrapped observation: ``obs`` with ``m_t`` as a float32 ``(Z,)`` vector."""

@@ -36,6 +36,7 @@ from stable_baselines3.common.vec_env import (
     unwrap_vec_wrapper,
 )
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+from tensordict import TensorDict
 
 from smt_rl.checkpoint import CheckpointError
 from smt_rl.errors import ConfigError
@@ -125,7 +126,7 @@ class SMTMemoryVecWrapper(VecEnvWrapper):
         mem, n = self.memory, self.num_envs
         self._state = mem.initial_state(n)
         is_init = torch.ones(n, dtype=torch.bool, device=mem.device)
-        self._state.memory = self._transition(obs, self._state, is_init)
+        self._state.memory = mem.advance(self._observations(obs, n), self._state, is_init)
         return self._wrap.batch(obs, memory_numpy(self._state.memory))
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -138,17 +139,14 @@ class SMTMemoryVecWrapper(VecEnvWrapper):
         if self._state is None or self._actions is None:
             raise ResetNeeded("SMTMemoryVecWrapper.step() called before reset(); call reset().")
         obs, rewards, dones, infos = self.venv.step_wait()
-        mem, n, device = self.memory, self.num_envs, self.memory.device
-        actions = batch_to_tensor(mem.action_space, np.asarray(self._actions), n).to(device)
-        reward = torch.as_tensor(np.asarray(rewards), dtype=torch.float32).reshape(n).to(device)
-        step_count = self._state.step_count + 1
+        mem, n, device, state = self.memory, self.num_envs, self.memory.device, self._state
+        state.prev_action = batch_to_tensor(mem.action_space, self._actions, n).to(device)
+        state.prev_reward = torch.as_tensor(rewards, dtype=torch.float32).reshape(n).to(device)
+        state.step_count = state.step_count + 1
         ended = np.flatnonzero(dones)  # the D envs whose episode ended (and restarted)
-        if ended.size == 0:
-            is_init = torch.zeros(n, dtype=torch.bool, device=device)
-            state = MemoryState(self._state.memory, actions, reward, step_count)
-            memory = self._transition(obs, state, is_init)
-            self._state = MemoryState(memory, actions, reward, step_count)
-            return self._wrap.batch(obs, memory_numpy(memory)), rewards, dones, infos
+        if ended.size == 0:  # the common step: no resets to make
+            state.memory = mem.advance(self._observations(obs, n), state)
+            return self._wrap.batch(obs, memory_numpy(state.memory)), rewards, dones, infos
 
         # N + D rows: each env's step (on the terminal observation where it ended), then the
         # ended envs' first steps of their new episodes (is_init: the memory restarts there)
@@ -157,32 +155,24 @@ class SMTMemoryVecWrapper(VecEnvWrapper):
         for i in ended:
             lasts[i] = _terminal_observation(infos[i], i)
         rows = torch.as_tensor(ended, device=device)
-        state = MemoryState(
-            torch.cat([self._state.memory, self._state.memory[rows]]),
-            torch.cat([actions, actions[rows]]),
-            torch.cat([reward, reward[rows]]),
-            torch.cat([step_count, step_count[rows]]),
-        )
+        both = MemoryState(*(torch.cat([field, field[rows]]) for field in _fields(state)))
         is_init = torch.zeros(n + ended.size, dtype=torch.bool, device=device)
         is_init[n:] = True
         batch = stack_observations(lasts + [firsts[i] for i in ended], mem.observation_space)
-        stepped = self._transition(batch, state, is_init)  # (N + D, K, d)
-        z = memory_numpy(stepped)
+        stepped = mem.advance(self._observations(batch, n + ended.size), both, is_init)
+        z = memory_numpy(stepped)  # (N + D, Z)
         for j, i in enumerate(ended):
             infos[i]["terminal_observation"] = self._wrap.single(lasts[i], z[i].copy())
             z[i] = z[n + j]
-        memory = stepped[:n].clone()
-        memory[rows] = stepped[n:]
-        step_count[rows] = 0
-        self._state = MemoryState(memory, actions, reward, step_count)
+        state.memory = stepped[:n].clone()
+        state.memory[rows] = stepped[n:]
+        state.step_count[rows] = 0
         return self._wrap.batch(obs, z[:n]), rewards, dones, infos
 
-    def _transition(self, obs: Any, state: MemoryState, is_init: torch.Tensor) -> torch.Tensor:
-        """``m_t (R, K, d)`` for R observations ``obs`` (batched numpy) read after ``state``."""
-        mem = self.memory
-        observation = batch_to_tensor(mem.observation_space, obs, is_init.shape[0])
-        inputs = mem.inputs(observation.to(mem.device), state, is_init)
-        return mem.transition(inputs, state.memory)[2]
+    def _observations(self, obs: Any, rows: int) -> torch.Tensor | TensorDict:
+        """A batch of ``rows`` observations (numpy, as a vector env returns it) on the memory's
+        device."""
+        return batch_to_tensor(self.memory.observation_space, obs, rows).to(self.memory.device)
 
     # -------------------------------------------------------------------------- save / load
     def save(self, path: str | os.PathLike) -> Path:
@@ -231,6 +221,11 @@ class SMTMemoryVecWrapper(VecEnvWrapper):
         memory = PretrainedMemory.from_checkpoint(path / MEMORY_FOLDER, device)
         keys = {k: settings[k] for k in ("mode", "memory_key", "observation_key")}
         return cls(venv, memory, **keys)
+
+
+def _fields(state: MemoryState) -> tuple[torch.Tensor, ...]:
+    """The tensors of ``state`` in the order :class:`MemoryState` takes them."""
+    return state.memory, state.prev_action, state.prev_reward, state.step_count
 
 
 def _check_venv(venv: Any) -> None:

@@ -44,9 +44,14 @@ class BoxScaler(nn.Module):
         self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32), False)
         self.register_buffer("half_range", torch.as_tensor(half, dtype=torch.float32), False)
         self.register_buffer("finite", torch.as_tensor(finite), False)
+        self.all_finite, self.none_finite = bool(finite.all()), not bool(finite.any())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
+        if self.all_finite:  # the common cases take one path, not both and a select
+            return (x - self.center) / self.half_range
+        if self.none_finite:
+            return symlog(x)
         return torch.where(self.finite, (x - self.center) / self.half_range, symlog(x))
 
 
@@ -159,11 +164,25 @@ class StepEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, td: TensorDictBase) -> torch.Tensor:
+        return self.embed(
+            td["observation"], td["prev_action"], td["prev_reward"], td["is_init"], td["step_count"]
+        )
+
+    def embed(
+        self,
+        observation: torch.Tensor | TensorDictBase,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        is_init: torch.Tensor,
+        step_count: torch.Tensor,
+    ) -> torch.Tensor:
+        """``x_t (..., dim)`` from the step input's fields (the forward's TensorDict members,
+        ``(...)`` leading dims each): what an act-time caller uses to skip building a TensorDict."""
         x = (
-            self.observation(td["observation"])
-            + self.prev_action(td["prev_action"])
-            + self.prev_reward(symlog(td["prev_reward"].float()).unsqueeze(-1))
-            + self.is_init(td["is_init"].long())
-            + self.step(sinusoidal_features(td["step_count"], self.step_features))
+            self.observation(observation)
+            + self.prev_action(prev_action)
+            + self.prev_reward(symlog(prev_reward.float()).unsqueeze(-1))
+            + self.is_init(is_init.long())
+            + self.step(sinusoidal_features(step_count, self.step_features))
         )
         return self.norm(x)
