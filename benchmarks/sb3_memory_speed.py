@@ -17,26 +17,34 @@ reported. The memory comes from a small pretraining run made here (the model siz
 ``configs/tmaze.yaml``, few updates: speed does not depend on how well it was trained). PPO uses
 the settings of ``examples/sb3_ppo.py`` (128 steps per env per rollout, 4 epochs, minibatch 128).
 
+``--breakdown`` then times where a vector step goes inside ``learn`` (env step, wrapper step,
+memory step, rollout collection, PPO update; microseconds per vector step) for ``plain``,
+``batched_flat`` and ``batched_flat_eager``, and the memory step alone in a tight loop.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/sb3_memory_speed.py [--timesteps 16384] [--repeats 3]
+        [--num-envs 8] [--cell-hidden 256] [--variants ...] [--breakdown]
         [--out benchmarks/results/sb3_memory_speed.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import envs
@@ -94,6 +102,70 @@ def time_learn(make: Callable[[], PPO], warmup: int, timesteps: int) -> float:
     return steps / (time.perf_counter() - started)
 
 
+# what --breakdown times inside learn(): (class, method, name)
+TIMED = (
+    (DummyVecEnv, "step_wait", "env_step"),
+    (SMTMemoryVecWrapper, "step_wait", "wrapper_step"),
+    (PretrainedMemory, "advance", "memory_step"),
+    (OnPolicyAlgorithm, "collect_rollouts", "collect"),
+    (PPO, "train", "train"),
+)
+
+
+@contextlib.contextmanager
+def timers(totals: dict[str, float]) -> Iterator[None]:
+    """Add the seconds spent in each of :data:`TIMED`'s methods to ``totals`` while inside."""
+    originals = [(cls, name, getattr(cls, name)) for cls, name, _ in TIMED]
+    for (cls, name, original), (_, _, key) in zip(originals, TIMED, strict=True):
+
+        def timed(*args, _original=original, _key=key, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                totals[_key] = totals.get(_key, 0.0) + time.perf_counter() - started
+
+        setattr(cls, name, timed)
+    try:
+        yield
+    finally:
+        for cls, name, original in originals:
+            setattr(cls, name, original)
+
+
+def breakdown(variant: str, memory: PretrainedMemory, args: argparse.Namespace) -> dict:
+    """Microseconds per vector step spent in each of :data:`TIMED` during ``learn``, and the
+    memory step alone in a tight loop (its weights and code hot in the caches)."""
+    model = build(variant, memory, args.num_envs, args.length)
+    model.learn(args.warmup)
+    totals: dict[str, float] = {}
+    with timers(totals):
+        model.learn(args.timesteps, reset_num_timesteps=False)
+    vector_steps = args.timesteps / args.num_envs
+    out = {key: round(seconds / vector_steps * 1e6, 1) for key, seconds in totals.items()}
+    if variant != "plain":
+        state = memory.initial_state(args.num_envs)
+        obs = torch.zeros(args.num_envs, *memory.observation_space.shape)
+        for _ in range(100):
+            memory.advance(obs, state)
+        started = time.perf_counter()
+        for _ in range(2000):
+            memory.advance(obs, state)
+        out["memory_step_hot_loop"] = round((time.perf_counter() - started) / 2000 * 1e6, 1)
+    return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--timesteps", type=int, default=16_384)
@@ -108,6 +180,12 @@ def main() -> None:
         help="the memory cell's hidden width (model.cell_hidden)",
     )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the env, wrapper, memory, rollout and train parts of plain and "
+        "batched_flat(_eager) PPO (us per vector step)",
+    )
     parser.add_argument("--out", default="benchmarks/results/sb3_memory_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -131,6 +209,10 @@ def main() -> None:
             rates[variant].append(time_learn(make, args.warmup, args.timesteps))
     median = {v: statistics.median(r) for v, r in rates.items()}
     slowdown = {v: median["plain"] / median[v] for v in variants}
+    parts = {}
+    if args.breakdown:
+        for variant in ("plain", "batched_flat", "batched_flat_eager"):
+            parts[variant] = breakdown(variant, memory, args)
     result = {
         "task": f"{envs.TMAZE_ID} length={args.length}",
         "num_envs": args.num_envs,
@@ -149,14 +231,19 @@ def main() -> None:
         "slowdown_vs_plain": slowdown,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_name(),
+        "cpus": os.cpu_count(),
     }
+    if parts:
+        result["breakdown_us_per_vector_step"] = parts
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print("| variant | env steps/s (median) | slowdown vs plain |")
     print("|---|---:|---:|")
     for variant in variants:
         print(f"| {variant} | {median[variant]:,.0f} | {slowdown[variant]:.2f}x |")
+    for variant, times in parts.items():
+        print(f"{variant}: us per vector step: {times}")
 
 
 if __name__ == "__main__":
