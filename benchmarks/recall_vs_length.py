@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import cpu_model
 
 from agents.pipeline import collect, pretrain
 from smt_rl.data import TrajectoryDataset
@@ -147,17 +148,9 @@ def save(out: Path, rows: list[dict[str, Any]], machine: dict[str, Any]) -> None
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info = {
         "platform": platform.platform(),
-        "processor": cpu or platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
+from machine import cpu_model
 from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
@@ -155,17 +155,6 @@ def breakdown(variant: str, memory: PretrainedMemory, args: argparse.Namespace) 
     return out
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--timesteps", type=int, default=16_384)
@@ -231,7 +220,7 @@ def main() -> None:
         "slowdown_vs_plain": slowdown,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "machine": cpu_name(),
+        "machine": cpu_model(),
         "cpus": os.cpu_count(),
     }
     if parts:

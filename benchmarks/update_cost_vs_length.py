@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 
 from agents.config import TrainConfig
 from agents.pipeline import collect
@@ -240,7 +241,7 @@ def run_case(
 def machine_info(device: str) -> dict:
     info = {
         "platform": platform.platform(),
-        "processor": _cpu_model() or platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": 1,
@@ -249,16 +250,6 @@ def machine_info(device: str) -> dict:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def print_table(rows: list[dict], cuda: bool) -> None:
