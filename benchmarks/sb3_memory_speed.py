@@ -24,8 +24,8 @@ memory step, rollout collection, PPO update; microseconds per vector step) for `
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/sb3_memory_speed.py [--timesteps 16384] [--repeats 3]
-        [--num-envs 8] [--cell-hidden 256] [--variants ...] [--breakdown]
-        [--out benchmarks/results/sb3_memory_speed.json]
+        [--num-envs 8] [--cell-hidden 256] [--ppo example|sb3_default] [--variants ...]
+        [--breakdown] [--out benchmarks/results/sb3_memory_speed.json]
 """
 
 from __future__ import annotations
@@ -70,11 +70,16 @@ PPO_KWARGS = {
     "ent_coef": 0.0,
     "device": "cpu",
 }
+# --ppo sb3_default: SB3's own PPO defaults (2048 steps per env per rollout, 10 epochs, minibatch
+# 64), what `PPO(policy, venv)` runs: more update work per env step than the example's settings
+PPO_SETTINGS = {"example": PPO_KWARGS, "sb3_default": {"device": "cpu"}}
 VARIANTS = ("plain", "batched_dict", "batched_flat", "batched_flat_eager", "per_env_dict")
 
 
-def build(variant: str, memory: PretrainedMemory, num_envs: int, length: int) -> PPO:
-    """A fresh PPO on the variant's vector env."""
+def build(
+    variant: str, memory: PretrainedMemory, num_envs: int, length: int, ppo: str = "example"
+) -> PPO:
+    """A fresh PPO (``ppo``: a key of :data:`PPO_SETTINGS`) on the variant's vector env."""
 
     def tmaze() -> gym.Env:
         return gym.make(envs.TMAZE_ID, length=length)
@@ -89,7 +94,7 @@ def build(variant: str, memory: PretrainedMemory, num_envs: int, length: int) ->
         mode = variant.removeprefix("batched_").removesuffix("_eager")
         venv = SMTMemoryVecWrapper(venv, memory, mode=mode)
     policy = "MultiInputPolicy" if "dict" in variant else "MlpPolicy"
-    return PPO(policy, venv, seed=0, **PPO_KWARGS)
+    return PPO(policy, venv, seed=0, **PPO_SETTINGS[ppo])
 
 
 def time_learn(make: Callable[[], PPO], warmup: int, timesteps: int) -> float:
@@ -136,7 +141,7 @@ def timers(totals: dict[str, float]) -> Iterator[None]:
 def breakdown(variant: str, memory: PretrainedMemory, args: argparse.Namespace) -> dict:
     """Microseconds per vector step spent in each of :data:`TIMED` during ``learn``, and the
     memory step alone in a tight loop (its weights and code hot in the caches)."""
-    model = build(variant, memory, args.num_envs, args.length)
+    model = build(variant, memory, args.num_envs, args.length, args.ppo)
     model.learn(args.warmup)
     totals: dict[str, float] = {}
     with timers(totals):
@@ -168,6 +173,12 @@ def main() -> None:
         default=256,
         help="the memory cell's hidden width (model.cell_hidden)",
     )
+    parser.add_argument(
+        "--ppo",
+        choices=list(PPO_SETTINGS),
+        default="example",
+        help="PPO settings: examples/sb3_ppo.py's (light updates) or SB3's defaults",
+    )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument(
         "--breakdown",
@@ -194,7 +205,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.repeats):  # interleaved, so that load from other jobs hits all alike
         for variant in variants:
-            make = lambda v=variant: build(v, memory, args.num_envs, args.length)  # noqa: E731
+            make = lambda v=variant: build(v, memory, args.num_envs, args.length, args.ppo)  # noqa: E731
             rates[variant].append(time_learn(make, args.warmup, args.timesteps))
     median = {v: statistics.median(r) for v, r in rates.items()}
     slowdown = {v: median["plain"] / median[v] for v in variants}
@@ -208,7 +219,8 @@ def main() -> None:
         "timesteps": args.timesteps,
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "ppo": PPO_KWARGS,
+        "ppo_settings": args.ppo,
+        "ppo": PPO_SETTINGS[args.ppo],
         "memory": {
             "tokens": memory.memory_shape[0],
             "token_dim": memory.memory_shape[1],
