@@ -5,8 +5,10 @@ new or moved weights drop the traces."""
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
+import cloudpickle
 import pytest
 import torch
 from gymnasium import spaces
@@ -153,3 +155,15 @@ def test_new_or_moved_weights_drop_the_traces():
     assert len(memory.traced_steps) == 0
     memory.trace = False
     assert torch.equal(memory.advance(obs, state), after) and len(memory.traced_steps) == 0
+
+
+def test_a_memory_that_has_run_still_pickles():
+    """Subprocess vector envs pickle the wrapped memory; traces are dropped and made again."""
+    memory = make_memory("gated", OBSERVATION_SPACES["box"])
+    obs, state = _state(memory, 4)
+    expected = memory.advance(obs, state)
+    assert len(memory.traced_steps) == 1
+    for copy in (pickle.loads(pickle.dumps(memory)), cloudpickle.loads(cloudpickle.dumps(memory))):
+        assert len(copy.traced_steps) == 0 and copy.traced_steps.step_encoder is copy.step_encoder
+        assert torch.equal(copy.advance(obs, state), expected)
+        assert len(copy.traced_steps) == 1

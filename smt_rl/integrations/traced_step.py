@@ -97,6 +97,11 @@ class TracedSteps:
         """The number of batch sizes and layouts seen (traced or refused)."""
         return len(self._traces)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its traces (a trace does not pickle; a copy traces again on use), so
+        a memory that has run can still go to subprocess envs."""
+        return {**self.__dict__, "_traces": {}}
+
     def clear(self) -> None:
         """Forget every trace (after the weights moved or changed)."""
         self._traces.clear()
