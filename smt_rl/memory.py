@@ -25,7 +25,7 @@ from smt_rl.models.step_encoder import StepEncoder
 from smt_rl.spaces import torch_dtype
 
 
-def _zero_where(mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def zero_where(mask: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``value (*B, ...)`` with the rows where ``mask (*B,)`` is True set to zero."""
     mask = mask.reshape(*mask.shape, *([1] * (value.dim() - mask.dim())))
     return torch.where(mask, torch.zeros_like(value), value)
@@ -52,9 +52,9 @@ def step_inputs(
     return TensorDict(
         {
             "observation": observation,
-            "prev_action": _zero_where(is_init, prev_action),
-            "prev_reward": _zero_where(is_init, prev_reward.float()),
-            "step_count": _zero_where(is_init, step_count.long()),
+            "prev_action": zero_where(is_init, prev_action),
+            "prev_reward": zero_where(is_init, prev_reward.float()),
+            "step_count": zero_where(is_init, step_count.long()),
             "is_init": is_init,
         },
         batch_size=is_init.shape,
@@ -183,7 +183,8 @@ class MemoryRunner(nn.Module):
     ) -> torch.Tensor:
         """``m_t (N, K, d)`` for observations ``o_t (N, *o)`` read after ``state`` (its memory is
         ``m_{t-1}``; its previous action, reward and step count are those of ``o_t``): the act-time
-        path of the wrappers, the same numbers as :meth:`step` without building a TensorDict.
+        path of the wrappers, the same numbers as :meth:`step`; its common step (no row starts)
+        builds no TensorDict.
 
         Args:
             is_init: ``(N,)`` bool, where ``o_t`` starts an episode (there the memory restarts and
@@ -192,15 +193,7 @@ class MemoryRunner(nn.Module):
         """
         if is_init is None:
             return continuing_step(self.step_encoder, self.cell, observation, state)
-        is_init = is_init.bool()
-        x = self.step_encoder.embed(
-            observation,
-            _zero_where(is_init, state.prev_action),
-            _zero_where(is_init, state.prev_reward.float()),
-            is_init,
-            _zero_where(is_init, state.step_count.long()),
-        )
-        return self.cell.step(self.cell.reset_where(state.memory, is_init), x)
+        return self.transition(self.inputs(observation, state, is_init), state.memory)[2]
 
     def step(self, inputs: TensorDictBase, memory: torch.Tensor | None = None) -> torch.Tensor:
         """``m_t (N, K, d)`` after step inputs ``(N,)`` given in any form (the previous action,

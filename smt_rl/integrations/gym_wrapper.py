@@ -28,12 +28,7 @@ import torch
 from gymnasium.error import ResetNeeded
 
 from smt_rl.integrations.memory import PretrainedMemory
-from smt_rl.integrations.memory_obs import (
-    MemoryObservation,
-    check_mode,
-    check_same_spaces,
-    memory_numpy,
-)
+from smt_rl.integrations.memory_obs import attach_memory, memory_numpy
 from smt_rl.memory import MemoryState
 from smt_rl.spaces import batch_to_tensor, stack_observations
 
@@ -75,15 +70,9 @@ class SMTMemoryWrapper(gym.Wrapper):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(env)
-        check_mode(mode)
-        if not isinstance(memory, PretrainedMemory):
-            memory = PretrainedMemory.from_checkpoint(memory, device)
-        check_same_spaces(env, memory)
-        self.memory = memory
-        self.mode, self.memory_key, self.observation_key = mode, memory_key, observation_key
-        self._wrap = MemoryObservation(
-            env.observation_space, memory.memory_size, mode, memory_key, observation_key
-        )
+        keys = (mode, memory_key, observation_key)
+        self.memory, self._wrap = attach_memory(env, memory, *keys, device)
+        self.mode, self.memory_key, self.observation_key = keys
         self.observation_space = self._wrap.space
         self._state: MemoryState | None = None  # what the next step input reads; None: no reset
 

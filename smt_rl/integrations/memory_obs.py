@@ -11,6 +11,7 @@ What the gymnasium wrapper (one env) and the SB3 vector-env wrapper (N envs) sha
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 import numpy as np
@@ -50,6 +51,36 @@ def check_same_spaces(env: HasSpaces, memory: PretrainedMemory, name: str = "env
                 "checkpoint was pretrained on, or pretrain a memory on this env "
                 "(smt-rl pretrain CONFIG env.id=...)."
             )
+
+
+def attach_memory(
+    env: HasSpaces,
+    memory: PretrainedMemory | str | os.PathLike,
+    mode: str,
+    memory_key: str,
+    observation_key: str,
+    device: str | torch.device,
+    name: str = "env",
+) -> tuple[PretrainedMemory, MemoryObservation]:
+    """What a wrapper of ``env`` needs: the memory (loaded with
+    :meth:`PretrainedMemory.from_checkpoint` when ``memory`` is a checkpoint folder) and the
+    wrapped observations of ``mode``. The mode is checked before anything is loaded, the spaces
+    after (``name`` is what messages call ``env``).
+
+    Raises:
+        ConfigError: unknown ``mode``, or a key clash in dict mode.
+        SpaceError: ``env``'s spaces differ from the memory's, or (flat mode) the observation
+            space cannot be flattened.
+        smt_rl.checkpoint.CheckpointError: ``memory`` is a path that holds no usable checkpoint.
+    """
+    check_mode(mode)
+    if not isinstance(memory, PretrainedMemory):
+        memory = PretrainedMemory.from_checkpoint(memory, device)
+    check_same_spaces(env, memory, name)
+    wrap = MemoryObservation(
+        env.observation_space, memory.memory_size, mode, memory_key, observation_key
+    )
+    return memory, wrap
 
 
 def memory_numpy(memory: torch.Tensor) -> np.ndarray:

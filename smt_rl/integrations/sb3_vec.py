@@ -41,12 +41,7 @@ from tensordict import TensorDict
 from smt_rl.checkpoint import CheckpointError
 from smt_rl.errors import ConfigError
 from smt_rl.integrations.memory import PretrainedMemory
-from smt_rl.integrations.memory_obs import (
-    MemoryObservation,
-    check_mode,
-    check_same_spaces,
-    memory_numpy,
-)
+from smt_rl.integrations.memory_obs import attach_memory, memory_numpy
 from smt_rl.io import atomic_write_json, read_format_json
 from smt_rl.memory import MemoryState
 from smt_rl.records import Record, check_record
@@ -100,15 +95,9 @@ class SMTMemoryVecWrapper(VecEnvWrapper):
         device: str | torch.device = "cpu",
     ) -> None:
         _check_venv(venv)
-        check_mode(mode)
-        if not isinstance(memory, PretrainedMemory):
-            memory = PretrainedMemory.from_checkpoint(memory, device)
-        check_same_spaces(venv, memory, "venv")
-        self.memory = memory
-        self.mode, self.memory_key, self.observation_key = mode, memory_key, observation_key
-        self._wrap = MemoryObservation(
-            venv.observation_space, memory.memory_size, mode, memory_key, observation_key
-        )
+        keys = (mode, memory_key, observation_key)
+        self.memory, self._wrap = attach_memory(venv, memory, *keys, device, "venv")
+        self.mode, self.memory_key, self.observation_key = keys
         super().__init__(venv, observation_space=self._wrap.space)
         self._state: MemoryState | None = None  # what the next step input reads; None: no reset
         self._actions: np.ndarray | None = None
@@ -155,7 +144,7 @@ class SMTMemoryVecWrapper(VecEnvWrapper):
         for i in ended:
             lasts[i] = _terminal_observation(infos[i], i)
         rows = torch.as_tensor(ended, device=device)
-        both = MemoryState(*(torch.cat([field, field[rows]]) for field in _fields(state)))
+        both = MemoryState(**{k: torch.cat([v, v[rows]]) for k, v in vars(state).items()})
         is_init = torch.zeros(n + ended.size, dtype=torch.bool, device=device)
         is_init[n:] = True
         batch = stack_observations(lasts + [firsts[i] for i in ended], mem.observation_space)
@@ -221,11 +210,6 @@ class SMTMemoryVecWrapper(VecEnvWrapper):
         memory = PretrainedMemory.from_checkpoint(path / MEMORY_FOLDER, device)
         keys = {k: settings[k] for k in ("mode", "memory_key", "observation_key")}
         return cls(venv, memory, **keys)
-
-
-def _fields(state: MemoryState) -> tuple[torch.Tensor, ...]:
-    """The tensors of ``state`` in the order :class:`MemoryState` takes them."""
-    return state.memory, state.prev_action, state.prev_reward, state.step_count
 
 
 def _check_venv(venv: Any) -> None:

@@ -30,6 +30,7 @@ from torchrl.objectives import LossModule
 
 from smt_rl.data.torchrl_io import per_step, step_fields
 from smt_rl.errors import DatasetError
+from smt_rl.memory import zero_where
 from smt_rl.smt.config import SMTConfig
 from smt_rl.smt.dmt import dmt_loss, episode_segments
 from smt_rl.smt.losses import previous_memory, smt_loss
@@ -89,10 +90,8 @@ def training_batch(
     else:
         reward = fields["reward"]
         prev_reward = torch.cat([torch.zeros_like(reward[:, :1]), reward[:, :-1]], 1)
-    zero_at = is_init if "prev_action" in data else first
-    shape = (rows, steps, *([1] * (prev_action.dim() - 2)))
-    prev_action = torch.where(zero_at.view(shape), torch.zeros_like(prev_action), prev_action)
-    prev_reward = torch.where((is_init if "prev_reward" in data else first), 0.0, prev_reward)
+    prev_action = zero_where(is_init if "prev_action" in data else first, prev_action)
+    prev_reward = zero_where(is_init if "prev_reward" in data else first, prev_reward)
     flags = fields["flags"]
     batch = TensorDict(
         {
@@ -111,15 +110,8 @@ def training_batch(
         },
         batch_size=[rows, steps],
     )
-    return batch.apply(lambda x: _zero_padding(x, mask))
-
-
-def _zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Padding steps zeroed, as :meth:`TrajectoryDataset.windows` leaves them."""
-    if x.dtype == torch.bool and x.shape == mask.shape:
-        return x & mask
-    keep = mask.reshape(*mask.shape, *([1] * (x.dim() - mask.dim())))
-    return torch.where(keep, x, torch.zeros_like(x))
+    padding = ~mask
+    return batch.apply(lambda x: zero_where(padding, x))  # as TrajectoryDataset.windows leaves it
 
 
 class SMTLoss(LossModule):
@@ -234,9 +226,9 @@ class DMTLoss(LossModule):
             teacher_prev = previous_memory(model, labels, is_init)
             state_key = self.tensor_keys.state
             if state_key in tensordict.keys(True):
-                prev = tensordict.get(state_key).to(device)
-                init = model.cell.initial_state(prev.shape[0]).unsqueeze(1).expand_as(prev)
-                prev = torch.where(is_init[..., None, None], init.to(prev.dtype), prev)
+                prev = tensordict.get(state_key).to(device)  # (B, T, K, d)
+                restarted = model.cell.reset_where(prev.flatten(0, 1), is_init.flatten())
+                prev = restarted.view_as(prev)
             else:
                 prev = previous_memory(model, model.cell.scan(x, is_init), is_init)
         loss = dmt_loss(

@@ -29,6 +29,7 @@ from torch import nn
 
 from smt_rl.memory import MemoryState, continuing_step
 from smt_rl.models.cells import MemoryCell
+from smt_rl.models.common import rms_normalize
 from smt_rl.models.step_encoder import StepEncoder
 
 Key = tuple[str, ...]
@@ -162,7 +163,7 @@ def _perturbed(fields: tuple) -> tuple:
     generator = torch.Generator(device=memory.device).manual_seed(0)
     noise = torch.randn(memory.shape, generator=generator, device=memory.device)
     return (
-        nn.functional.rms_norm(noise, memory.shape[-1:]).to(memory.dtype),
+        rms_normalize(noise).to(memory.dtype),
         prev_action,
         prev_reward * -0.5 + 1.0,
         step_count + 17,
