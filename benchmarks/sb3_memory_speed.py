@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import statistics
@@ -52,6 +53,7 @@ from agents.pipeline import pretrain
 from smt_rl.integrations import PretrainedMemory, SMTMemoryVecWrapper, SMTMemoryWrapper
 
 # a tiny pretraining: the default model sizes, few updates (the weights do not change the speed)
+ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = [
     "data.episodes=64",
     "smt.updates=10",
@@ -60,16 +62,11 @@ PRETRAIN = [
     "seed=0",
     "device=cpu",
 ]
-PPO_KWARGS = {
-    "n_steps": 128,
-    "batch_size": 128,
-    "n_epochs": 4,
-    "learning_rate": 1e-3,
-    "gamma": 0.9,
-    "gae_lambda": 0.9,
-    "ent_coef": 0.0,
-    "device": "cpu",
-}
+# the PPO settings of examples/sb3_ppo.py, read from it (a script, not a package)
+_spec = importlib.util.spec_from_file_location("example_sb3_ppo", ROOT / "examples" / "sb3_ppo.py")
+_example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_example)
+PPO_KWARGS = _example.PPO_KWARGS
 # --ppo sb3_default: SB3's own PPO defaults (2048 steps per env per rollout, 10 epochs, minibatch
 # 64), what `PPO(policy, venv)` runs: more update work per env step than the example's settings
 PPO_SETTINGS = {"example": PPO_KWARGS, "sb3_default": {"device": "cpu"}}

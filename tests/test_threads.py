@@ -8,7 +8,7 @@ import torch
 
 import agents.pipeline
 from agents.bench import load_suite, run_specs
-from agents.bench.runner import _run_env
+from agents.bench.runner import run_env
 from agents.cli import main
 from agents.config import TrainConfig
 from smt_rl.config import load_config
@@ -65,5 +65,5 @@ def test_benchmark_runs_get_their_threads_and_omp_num_threads(monkeypatch):
         assert spec.command.index(f"threads={wanted}") < spec.command.index(f"algo={spec.method}")
     assert {s.threads for s in run_specs(load_suite("quick"), seeds=1)} == {1}  # the default
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
-    assert _run_env(2)["OMP_NUM_THREADS"] == "2" and _run_env(2)["MKL_NUM_THREADS"] == "2"
-    assert _run_env(0)["OMP_NUM_THREADS"] == "7"  # 0: the environment's (torch's default)
+    assert run_env(2)["OMP_NUM_THREADS"] == "2" and run_env(2)["MKL_NUM_THREADS"] == "2"
+    assert run_env(0)["OMP_NUM_THREADS"] == "7"  # 0: the environment's (torch's default)

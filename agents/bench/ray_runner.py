@@ -11,13 +11,11 @@ a shared filesystem.
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.bench.runner import RunSpec, dies_with_parent, file_outcome, split_finished
+from agents.bench.runner import RunSpec, file_outcome, run_env, split_finished, start_logged
 from smt_rl.extras import require
 
 
@@ -27,28 +25,13 @@ def _ray():
 
 
 def _train(command: list[str], out: str, cwd: str, threads: int) -> tuple[int, int, float]:
-    """Run one ``smt-rl train`` process, its output appended to ``OUT/train.log`` after a header
-    line; returns ``(exit code, where this attempt's output begins, seconds)``."""
+    """Run one ``smt-rl train`` process (killed with its Ray worker), its output appended to
+    ``OUT/train.log`` as the local runner does; returns ``(exit code, where this attempt's output
+    begins, seconds)``."""
     began = time.perf_counter()
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)  # the command carries threads=T; OMP_NUM_THREADS follows it
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    with open(folder / "train.log", "a") as log:
-        separator = "\n" if log.tell() else ""
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"{separator}--- {started} [ray] {shlex.join(command)}\n")
-        log.flush()
-        log_from = log.tell()
-        code = subprocess.call(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            preexec_fn=dies_with_parent(),  # killed with its Ray worker
-        )
-    return code, log_from, time.perf_counter() - began
+    # the command carries threads=T; OMP_NUM_THREADS follows it
+    process, log_from = start_logged(command, Path(out), run_env(threads), cwd, " [ray]")
+    return process.wait(), log_from, time.perf_counter() - began
 
 
 def run_all_ray(

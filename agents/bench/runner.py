@@ -111,7 +111,7 @@ def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[R
         while queue or running:
             while queue and len(running) < max(1, jobs):
                 spec = queue.pop(0)
-                running.append(_start(spec, _run_env(spec.threads)))
+                running.append(_start(spec, run_env(spec.threads)))
                 echo(f"started  {spec.task} {spec.method} seed {spec.seed}")
             time.sleep(0.5)
             for child in [c for c in running if c.process.poll() is not None]:
@@ -127,7 +127,7 @@ def run_all(specs: list[RunSpec], jobs: int = 1, echo=print) -> dict[str, list[R
     return report
 
 
-def _run_env(threads: int) -> dict[str, str]:
+def run_env(threads: int) -> dict[str, str]:
     """A run's environment: this one, with ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` set to
     its ``threads`` (0: left as they are, torch's default)."""
     env = dict(os.environ)
@@ -137,22 +137,32 @@ def _run_env(threads: int) -> dict[str, str]:
 
 
 def _start(spec: RunSpec, env: dict[str, str]) -> Child:
-    """Start ``spec``'s process, its output appended to ``OUT/train.log`` after a header line
-    (appending: a process that still writes there keeps its log)."""
-    spec.out.mkdir(parents=True, exist_ok=True)
-    with open(spec.out / "train.log", "a") as log:
+    """Start ``spec``'s process (see :func:`start_logged`)."""
+    process, log_from = start_logged(spec.command, spec.out, env)
+    return Child(spec, process, time.perf_counter(), log_from)
+
+
+def start_logged(
+    command: list[str], out: Path, env: dict[str, str], cwd: str | None = None, tag: str = ""
+) -> tuple[subprocess.Popen, int]:
+    """Start ``command``, its output appended to ``OUT/train.log`` after a header line (with
+    ``tag`` after the time; appending: a process that still writes there keeps its log);
+    returns the process and where this attempt's output begins in the log."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "train.log", "a") as log:
         separator = "\n" if log.tell() else ""  # a killed attempt may end mid-line
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"{separator}--- {started} {shlex.join(spec.command)}\n")
+        log.write(f"{separator}--- {started}{tag} {shlex.join(command)}\n")
         log.flush()
         process = subprocess.Popen(
-            spec.command,
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             preexec_fn=dies_with_parent(),
         )
-        return Child(spec, process, time.perf_counter(), log.tell())
+        return process, log.tell()
 
 
 def split_finished(
